@@ -76,6 +76,15 @@ class SimulatedLock:
             raise ValueError("slots must be 1..65535")
         if not 1 <= pin_min <= pin_max <= 255:
             raise ValueError("need 1 <= pin_min <= pin_max <= 255")
+        for what, text, n in (
+            ("serial", serial, 16),
+            ("model", model, 16),
+            ("firmware", firmware, 8),
+        ):
+            if not (text.isascii() and len(text) <= n and "\0" not in text):
+                raise ValueError(f"{what} must be at most {n} ASCII characters (GET_INFO layout)")
+        if not 0 <= battery <= 100:
+            raise ValueError("battery must be 0..100")
         if event_capacity < MIN_EVENT_LOG:
             raise ValueError(f"event_capacity must be >= {MIN_EVENT_LOG}")
         self.serial = serial
