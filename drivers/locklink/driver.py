@@ -83,19 +83,22 @@ class LockLinkDriver(LockDriver):
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def _offline(self, what: str) -> LockOfflineError:
-        return LockOfflineError(f"{what}: no valid answer", lock_id=self.lock_id)
+    def _offline(self, what: str, last: Exception | None) -> LockOfflineError:
+        detail = f" (last: {last})" if last is not None else ""
+        return LockOfflineError(f"{what}: no valid answer{detail}", lock_id=self.lock_id)
 
     async def _hello(self) -> SecureChannel:
         """Run the HELLO handshake; each try uses a fresh Ng and seq so late answers never mix."""
         self._chan = None
+        last: Exception | None = None
         for attempt in range(1, self._tries + 1):
             ng = os.urandom(NONCE_LEN)
             req = Frame(self._addr, 0, self._next_seq(), Op.HELLO, 0, m.encode_hello_req(ng))
             try:
                 resp = await self._link.exchange(req, timeout=self._timeout)
-            except LockOfflineError:
-                log.debug("%s: HELLO try %d timed out", self.lock_id, attempt)
+            except LockOfflineError as exc:
+                log.debug("%s: HELLO try %d: %s", self.lock_id, attempt, exc)
+                last = exc
                 continue
             if resp.is_secure or resp.op != Op.HELLO:
                 continue  # not a HELLO answer: treat like no answer
@@ -112,17 +115,19 @@ class LockLinkDriver(LockDriver):
             self.sessions += 1
             log.debug("%s: session %d established", self.lock_id, self.sessions)
             return self._chan
-        raise self._offline("HELLO")
+        raise self._offline("HELLO", last)
 
     async def _sealed_exchange(self, chan: SecureChannel, op: Op, body: bytes) -> bytes:
         """Send one sealed request, retrying timeouts with the same seq; return plaintext body."""
         req = Frame(self._addr, 0, self._next_seq(), op, 0, body)
+        last: Exception | None = None
         for attempt in range(1, self._tries + 1):
             sealed = chan.seal(req)  # new ctr on every try
             try:
                 resp = await self._link.exchange(sealed, timeout=self._timeout)
-            except LockOfflineError:
-                log.debug("%s: %s try %d timed out", self.lock_id, op.name, attempt)
+            except LockOfflineError as exc:
+                log.debug("%s: %s try %d: %s", self.lock_id, op.name, attempt, exc)
+                last = exc
                 continue
             if not resp.is_secure:
                 if resp.body[:1] == bytes([Status.AUTH_REQUIRED]):
@@ -133,7 +138,7 @@ class LockLinkDriver(LockDriver):
                 log.debug("%s: %s answer rejected", self.lock_id, op.name)
                 continue
             return opened.body
-        raise self._offline(op.name)
+        raise self._offline(op.name, last)
 
     async def _call(self, op: Op, body: bytes, parse: Callable[[bytes], T]) -> T:
         """Run one operation under the driver lock; map status and decode the answer."""
