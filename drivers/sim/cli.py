@@ -70,10 +70,14 @@ async def _serve(spec: SimSpec, as_json: bool) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`serve`: build the locks from a TOML file or the options and serve them."""
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.config:
-            spec = spec_from_toml(Path(args.config), fallback_key=args.key, keys_file=args.keys_file)
+            spec = spec_from_toml(
+                Path(args.config), fallback_key=args.key, keys_file=args.keys_file
+            )
         else:
             spec = spec_from_args(
                 locks=args.locks,
@@ -175,7 +179,9 @@ def _fault(args: argparse.Namespace) -> int:
         try:
             value = json.loads(raw)
         except ValueError:
-            raise ControlError(f"fault {name}: value {raw!r} is not true/false or a number") from None
+            raise ControlError(
+                f"fault {name}: value {raw!r} is not true/false or a number"
+            ) from None
         updates[name] = value
     return int(_json_out({"cmd": "faults", "set": updates})(args))
 
@@ -223,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve simulated locks on pseudo-terminals")
     s.add_argument("--config", help="TOML file describing the locks ([[locks]] tables)")
     s.add_argument("--locks", type=int, default=None, help="number of locks (default 1)")
-    s.add_argument("--addresses", type=_addresses, help="put the locks on one bus at these addresses")
+    s.add_argument(
+        "--addresses", type=_addresses, help="put the locks on one bus at these addresses"
+    )
     keys = s.add_mutually_exclusive_group()
     keys.add_argument("--key", help="lock key for every lock (32 hex digits)")
     keys.add_argument("--keys-file", help="file of 'NAME_OR_ADDRESS HEXKEY' lines")
@@ -258,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     client("tamper", "log a tamper event")
     client("skew", "set a lock's clock offset").add_argument("seconds", type=float)
     client("battery", "set a lock's battery level").add_argument("percent", type=int)
-    client("fault", "set faults, e.g. drop_rate=0.2 ignore_clear=true").add_argument("settings", nargs="+")
+    client("fault", "set faults, e.g. drop_rate=0.2 ignore_clear=true").add_argument(
+        "settings", nargs="+"
+    )
     client("call", "send a raw JSON request", lock=False).add_argument("request")
     return p
 

@@ -90,7 +90,9 @@ class ControlServer:
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
                 raise FileExistsError(f"{self.path} exists and is not a socket")
             self.path.unlink()  # stale socket of an earlier run
-        self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(
+            self._client, path=str(self.path), limit=MAX_LINE
+        )
         os.chmod(self.path, 0o600)  # owner only: the socket can rewrite lock state
 
     async def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""A whole simulator setup: lock specs (from options or TOML), their pty buses and the control socket."""
+"""A whole simulator: lock specs (from options or TOML), their pty buses, the control socket."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ _LOCK_KEYS = {
     "pin_min", "pin_max", "battery", "skew_s", "latency_s", "caps", "schedule", "pin",
     "smartkey", "events", "faults",
 }  # fmt: skip
-_CAP_FLAGS = {"schedule": Caps.SCHEDULE, "pin": Caps.PIN, "smartkey": Caps.SMARTKEY, "events": Caps.EVENTS}
+_CAP_FLAGS = {
+    "schedule": Caps.SCHEDULE,
+    "pin": Caps.PIN,
+    "smartkey": Caps.SMARTKEY,
+    "events": Caps.EVENTS,
+}
 
 
 class SetupError(Exception):
@@ -76,7 +81,7 @@ def parse_key(text: str, where: str) -> bytes:
 
 
 def load_keys_file(path: Path) -> dict[str, bytes]:
-    """Read 'NAME_OR_ADDRESS HEXKEY' lines (# comments; a lone HEXKEY line applies to all as '*')."""
+    """Read 'NAME_OR_ADDRESS HEXKEY' lines (# comments; a lone HEXKEY applies to all, as '*')."""
     keys: dict[str, bytes] = {}
     try:
         lines = path.read_text().splitlines()
@@ -121,7 +126,7 @@ def spec_from_args(
     pin_max: int = 8,
     link: str | None = None,
 ) -> SimSpec:
-    """N locks: on one multi-drop bus when `addresses` is given, else each on its own pty (addr 0)."""
+    """N locks: on one multi-drop bus when `addresses` is given, else each on its own pty."""
     count = locks if locks is not None else (len(addresses) if addresses else 1)
     if count < 1:
         raise SetupError("--locks must be at least 1")
@@ -206,7 +211,9 @@ def _lock_from_table(t: dict[str, Any], i: int, base: Path) -> LockSpec | None:
     return spec
 
 
-def spec_from_toml(path: Path, *, fallback_key: str | None = None, keys_file: str | None = None) -> SimSpec:
+def spec_from_toml(
+    path: Path, *, fallback_key: str | None = None, keys_file: str | None = None
+) -> SimSpec:
     """Read `[sim]` and `[[locks]]` from a TOML file (a gateway config file also works)."""
     try:
         doc = tomllib.loads(path.read_text())

@@ -31,7 +31,9 @@ REF = b"\xab" * 16
 
 @pytest.fixture
 def server() -> ControlServer:
-    eps = [LockEndpoint(SimulatedLock(serial=f"S{a}"), KEY, addr=a, name=f"door{a}") for a in (1, 2)]
+    eps = [
+        LockEndpoint(SimulatedLock(serial=f"S{a}"), KEY, addr=a, name=f"door{a}") for a in (1, 2)
+    ]
     return ControlServer(eps, "/nonexistent.sock")
 
 
