@@ -65,6 +65,7 @@ _CRED = struct.Struct(">BB16sII8s")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _READ_EV = struct.Struct(">IB")  # after u32, max u8
+_U8_MAX, _U16_MAX, _U32_MAX = 0xFF, 0xFFFF, 0xFFFFFFFF
 
 
 class Op(IntEnum):
@@ -102,20 +103,8 @@ def _len(body: bytes, n: int, what: str) -> None:
         raise MessageError(f"{what}: body is {len(body)} bytes, expected {n}")
 
 
-def _u16(v: int, what: str) -> int:
-    if not 0 <= v <= 0xFFFF:
-        raise MessageError(f"{what} out of range")
-    return v
-
-
-def _u32(v: int, what: str) -> int:
-    if not 0 <= v <= 0xFFFFFFFF:
-        raise MessageError(f"{what} out of range")
-    return v
-
-
-def _u8(v: int, what: str) -> int:
-    if not 0 <= v <= 0xFF:
+def _uint(v: int, hi: int, what: str) -> int:
+    if not 0 <= v <= hi:
         raise MessageError(f"{what} out of range")
     return v
 
@@ -177,7 +166,7 @@ def decode_get_info_req(body: bytes) -> None:
 
 def encode_set_time_req(epoch: int) -> bytes:
     """SET_TIME request: time u32."""
-    return _U32.pack(_u32(epoch, "time"))
+    return _U32.pack(_uint(epoch, _U32_MAX, "time"))
 
 
 def decode_set_time_req(body: bytes) -> int:
@@ -193,11 +182,11 @@ def encode_set_credential_req(write: SlotWrite) -> bytes:
     if int(write.type) not in CredentialType._value2member_map_:
         raise UnknownCredentialTypeError("unknown credential type")
     head = _SETCRED.pack(
-        _u16(write.slot, "slot"),
+        _uint(write.slot, _U16_MAX, "slot"),
         int(write.type),
         _ref(write.ref),
-        _u32(write.valid_from, "valid_from"),
-        _u32(write.valid_until, "valid_until"),
+        _uint(write.valid_from, _U32_MAX, "valid_from"),
+        _uint(write.valid_until, _U32_MAX, "valid_until"),
         len(write.secret),
     )
     return head + bytes(write.secret)
@@ -218,7 +207,7 @@ def decode_set_credential_req(body: bytes) -> SlotWrite:
 
 def encode_clear_credential_req(slot: int) -> bytes:
     """CLEAR_CREDENTIAL request: slot u16."""
-    return _U16.pack(_u16(slot, "slot"))
+    return _U16.pack(_uint(slot, _U16_MAX, "slot"))
 
 
 def decode_clear_credential_req(body: bytes) -> int:
@@ -229,7 +218,7 @@ def decode_clear_credential_req(body: bytes) -> int:
 
 def encode_get_credential_req(slot: int) -> bytes:
     """GET_CREDENTIAL request: slot u16."""
-    return _U16.pack(_u16(slot, "slot"))
+    return _U16.pack(_uint(slot, _U16_MAX, "slot"))
 
 
 def decode_get_credential_req(body: bytes) -> int:
@@ -250,7 +239,7 @@ def decode_list_slots_req(body: bytes) -> None:
 
 def encode_read_events_req(after: int, max_count: int) -> bytes:
     """READ_EVENTS request: after u32, max u8."""
-    return _READ_EV.pack(_u32(after, "after"), _u8(max_count, "max"))
+    return _READ_EV.pack(_uint(after, _U32_MAX, "after"), _uint(max_count, _U8_MAX, "max"))
 
 
 def decode_read_events_req(body: bytes) -> tuple[int, int]:
@@ -272,7 +261,7 @@ def response_status(body: bytes) -> int:
 
 def encode_status_resp(status: int) -> bytes:
     """A response that is only a status byte."""
-    return bytes([_u8(int(status), "status")])
+    return bytes([_uint(int(status), _U8_MAX, "status")])
 
 
 def decode_status_resp(body: bytes) -> int:
@@ -285,7 +274,7 @@ def encode_hello_resp(resp: HelloResp) -> bytes:
     """HELLO answer: OK, Nl[16], proof[16], proto u8."""
     if len(resp.nl) != NONCE_LEN or len(resp.proof) != PROOF_LEN:
         raise MessageError("Nl and proof must be 16 bytes")
-    return bytes([Status.OK]) + resp.nl + resp.proof + bytes([_u8(resp.proto, "proto")])
+    return bytes([Status.OK]) + resp.nl + resp.proof + bytes([_uint(resp.proto, _U8_MAX, "proto")])
 
 
 def decode_hello_resp(body: bytes) -> HelloResp:
@@ -303,12 +292,12 @@ def encode_info_resp(info: LockInfo) -> bytes:
         _pad(info.model, 16, "model"),
         _pad(info.firmware, 8, "firmware"),
         _pad(info.serial, 16, "serial"),
-        _u16(int(info.caps), "caps"),
-        _u16(info.slots, "slots"),
-        _u8(info.pin_min, "pin_min"),
-        _u8(info.pin_max, "pin_max"),
+        _uint(int(info.caps), _U16_MAX, "caps"),
+        _uint(info.slots, _U16_MAX, "slots"),
+        _uint(info.pin_min, _U8_MAX, "pin_min"),
+        _uint(info.pin_max, _U8_MAX, "pin_max"),
         info.battery,
-        _u32(info.clock, "clock"),
+        _uint(info.clock, _U32_MAX, "clock"),
     )
 
 
@@ -319,17 +308,8 @@ def decode_info_resp(body: bytes) -> LockInfo:
     model, fw, serial, caps, slots, pin_min, pin_max, battery, clock = _INFO.unpack(p)
     if battery > 100 or pin_min > pin_max:
         raise MessageError("GET_INFO: battery or PIN length out of range")
-    return LockInfo(
-        model=_unpad(model, "model"),
-        firmware=_unpad(fw, "firmware"),
-        serial=_unpad(serial, "serial"),
-        caps=Caps(caps),
-        slots=slots,
-        pin_min=pin_min,
-        pin_max=pin_max,
-        battery=battery,
-        clock=clock,
-    )
+    name, fw_, sn = _unpad(model, "model"), _unpad(fw, "firmware"), _unpad(serial, "serial")
+    return LockInfo(name, fw_, sn, Caps(caps), slots, pin_min, pin_max, battery, clock)
 
 
 def encode_credential_resp(content: SlotContent) -> bytes:
@@ -340,10 +320,10 @@ def encode_credential_resp(content: SlotContent) -> bytes:
         raise MessageError("digest must be 8 bytes")
     return bytes([Status.OK]) + _CRED.pack(
         1,
-        _u8(content.type, "type"),
+        _uint(content.type, _U8_MAX, "type"),
         _ref(content.ref),
-        _u32(content.valid_from, "valid_from"),
-        _u32(content.valid_until, "valid_until"),
+        _uint(content.valid_from, _U32_MAX, "valid_from"),
+        _uint(content.valid_until, _U32_MAX, "valid_until"),
         content.digest,
     )
 
@@ -393,10 +373,10 @@ def encode_events_resp(events: list[LockEvent]) -> bytes:
     out = bytearray([Status.OK, len(events)])
     for ev in events:
         out += _EVENT.pack(
-            _u32(ev.id, "id"),
-            _u32(ev.time, "time"),
-            _u8(int(ev.kind), "kind"),
-            _u16(ev.slot, "slot"),
+            _uint(ev.id, _U32_MAX, "id"),
+            _uint(ev.time, _U32_MAX, "time"),
+            _uint(int(ev.kind), _U8_MAX, "kind"),
+            _uint(ev.slot, _U16_MAX, "slot"),
             _ref(ev.ref),
         )
     return bytes(out)

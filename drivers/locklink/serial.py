@@ -9,7 +9,7 @@ import os
 import serial as pyserial
 import serial_asyncio_fast
 
-from drivers.base import LockDriver, LockOfflineError
+from drivers.base import LockDriver, LockFaultError, LockOfflineError
 from drivers.locklink.driver import LockLinkDriver
 from drivers.locklink.frame import Frame, FrameDecoder, FrameError, encode
 from drivers.locklink.link import FrameLink
@@ -53,6 +53,7 @@ class SerialBus:
         self._turn = asyncio.Lock()
         self._waiter: tuple[int, int, asyncio.Future[Frame]] | None = None  # addr, seq, result
         self._links = 0
+        self._opening: asyncio.Task[None] | None = None
         self.opens = 0  # times the port was (re)opened
 
     def __repr__(self) -> str:
@@ -124,11 +125,16 @@ class SerialBus:
         wire = encode(frame)
         async with self._turn:
             if self._transport is None:
-                await self._open()
+                if self._opening is None or self._opening.done():
+                    self._opening = asyncio.create_task(self._open())
+                # shielded: a cancelled caller must not leak a port opened in the executor
+                await asyncio.shield(self._opening)
             transport = self._transport
             assert transport is not None
             fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
             self._waiter = (frame.addr, frame.seq, fut)
+            # bytes before our request cannot be part of its answer (noise, late answers)
+            self._decoder.reset()
             try:
                 transport.write(wire)
                 # the deadline counts from the end of our own transmission
@@ -192,8 +198,8 @@ class SerialLink(FrameLink):
             raise LockOfflineError("link closed")
         try:
             return await self.bus.exchange(frame, timeout=timeout)
-        except FrameError as exc:
-            raise ValueError(f"frame not encodable: {exc}") from None
+        except FrameError as exc:  # a driver bug, not a lock problem
+            raise LockFaultError(f"frame not encodable: {exc}") from None
 
     async def close(self) -> None:
         """Detach from the bus (closing the port after the last link)."""

@@ -69,7 +69,8 @@ async def test_multidrop_silent_lock_only_costs_itself(tmp_path: Path) -> None:
     async with PtyBus(SimBus(eps), link=path):
         bus = SerialBus(path)
         d1, d2, d3 = (
-            LockLinkDriver(f"l{a}", bus.link(a), KEY, addr=a, timeout=TIMEOUT, tries=3) for a in (1, 2, 3)
+            LockLinkDriver(f"l{a}", bus.link(a), KEY, addr=a, timeout=TIMEOUT, tries=3)
+            for a in (1, 2, 3)
         )
         served = {"l1": 0, "l3": 0}
 
@@ -239,5 +240,24 @@ async def test_drops_answers_for_other_addr_and_seq(tmp_path: Path) -> None:
             await d1.get_info()
         info = await d2.get_info()  # addr 1's late answer arrives meanwhile and is ignored
         assert info.serial == "SN002"
+        await d1.close()
+        await d2.close()
+
+
+async def test_cancelled_caller_frees_the_bus(tmp_path: Path) -> None:
+    eps = [Recorder(1, silent=True), Recorder(2)]
+    path = str(tmp_path / "tty")
+    async with PtyBus(SimBus(eps), link=path):
+        bus = SerialBus(path)
+        d1 = LockLinkDriver("l1", bus.link(1), KEY, addr=1, timeout=5.0)
+        d2 = LockLinkDriver("l2", bus.link(2), KEY, addr=2, timeout=TIMEOUT)
+        stuck = asyncio.create_task(d1.get_info())
+        await asyncio.sleep(0.1)
+        stuck.cancel()
+        t0 = time.monotonic()
+        assert (await d2.get_info()).serial == "SN002"
+        assert time.monotonic() - t0 < 1.0
+        with pytest.raises(asyncio.CancelledError):
+            await stuck
         await d1.close()
         await d2.close()
