@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from drivers.base import U32_MAX, secret_digest
 from gateway.contract import (
+    AckResult,
     Job,
     JobType,
     KeyRevoke,
@@ -19,6 +18,7 @@ from gateway.contract import (
     Rejection,
     ReservationUpsert,
     SiteSync,
+    ack_payload,
     parse_job,
 )
 from gateway.jws import JobVerifier
@@ -62,7 +62,7 @@ class Counters:
 class Outcome:
     """What handling one message produced for the rest of the daemon."""
 
-    result: str
+    result: AckResult
     job: Job | None = None
     dirty: set[tuple[str, str]] = field(default_factory=set)  # (lock_id, key_id) needing lock I/O
     touched: set[str] = field(default_factory=set)  # key ids re-evaluated
@@ -109,7 +109,7 @@ class Engine:
             self.counters.rejected += 1
             log.warning("job rejected: %s: %s (job_id=%s)", rej.code, rej.message, rej.job_id)
             with self.store.transaction():
-                self._ack(rej.job_id, "rejected", received, rej, rej.payload_sha256)
+                self._ack(rej.job_id, "rejected", received, rej)
             return Outcome("rejected")
         out = Outcome("accepted", job)
         with self.store.transaction():
@@ -125,20 +125,13 @@ class Engine:
         return out
 
     def _ack(
-        self, job_id: str | None, result: str, received: datetime,
-        rej: Rejection | None = None, sha: str | None = None,
+        self, job_id: str | None, result: AckResult, received: datetime, rej: Rejection | None = None
     ) -> None:
-        ack: dict[str, Any] = {
-            "job_id": job_id, "gateway_id": self.gateway_id, "result": result,
-            "error": None if rej is None else {"code": str(rej.code), "message": rej.message},
-            "received_at": rfc3339(received),
-        }
-        if job_id is None:
-            ack["payload_sha256"] = sha or hashlib.sha256(b"").hexdigest()
+        ack = ack_payload(job_id, self.gateway_id, result, received, rej)
         self.store.enqueue(self.book.topics.acks, dumps(ack))
 
     # --- the version rule -----------------------------------------------------------------
-    def _apply(self, job: Job, touched: set[str]) -> str:
+    def _apply(self, job: Job, touched: set[str]) -> AckResult:
         body = job.body
         if job.type in MAINTENANCE:
             return "accepted"
@@ -154,7 +147,7 @@ class Engine:
             return self._sync(body, touched)
         raise AssertionError(f"unhandled job type {job.type}")  # parse_job admits no other
 
-    def _upsert_key(self, body: KeyUpsert, touched: set[str]) -> str:
+    def _upsert_key(self, body: KeyUpsert, touched: set[str]) -> AckResult:
         held = self.store.key_version(body.key_id)
         if held is not None and body.version <= held[0]:
             return "stale"
@@ -162,7 +155,7 @@ class Engine:
         touched.add(body.key_id)
         return "accepted"
 
-    def _revoke_key(self, key_id: str, version: int, touched: set[str]) -> str:
+    def _revoke_key(self, key_id: str, version: int, touched: set[str]) -> AckResult:
         held = self.store.key_version(key_id)
         if held is not None and version <= held[0]:
             return "stale"
@@ -170,7 +163,7 @@ class Engine:
         touched.add(key_id)
         return "accepted"
 
-    def _upsert_reservation(self, body: ReservationUpsert, touched: set[str]) -> str:
+    def _upsert_reservation(self, body: ReservationUpsert, touched: set[str]) -> AckResult:
         held = self.store.reservation(body.reservation_id)
         if held is not None and body.version <= held[0]:
             return "stale"
@@ -178,7 +171,7 @@ class Engine:
         touched.update(self.store.keys_for_reservation(body.reservation_id))
         return "accepted"
 
-    def _update_policy(self, body: PolicyUpdate, touched: set[str]) -> str:
+    def _update_policy(self, body: PolicyUpdate, touched: set[str]) -> AckResult:
         if self.store.meta("policy_received") is not None and body.version <= self.store.policy().version:
             return "stale"
         self.store.put_policy(
@@ -189,7 +182,7 @@ class Engine:
         touched.update(self.store.keys_with_reservation())
         return "accepted"
 
-    def _sync(self, body: SiteSync, touched: set[str]) -> str:
+    def _sync(self, body: SiteSync, touched: set[str]) -> AckResult:
         if body.policy is not None:
             self._update_policy(body.policy, touched)
         for res in body.reservations:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ class Broker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence {'true' if persistence else 'false'}\n"
             f"persistence_location {workdir}/\nmax_queued_messages 100000\n"
+            f"user {getpass.getuser()}\n"  # as root it would switch user and lose workdir access
             "autosave_interval 1\nautosave_on_changes true\n"
             f"log_dest file {workdir}/mosquitto.log\n"
         )
