@@ -1,4 +1,4 @@
-"""Test harness: a private Mosquitto, a portal-side MQTT client, and the gateway in-process or as a process."""
+"""Test harness: a private Mosquitto, a portal-side MQTT client, the gateway as a process."""
 
 from __future__ import annotations
 
