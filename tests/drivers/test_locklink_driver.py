@@ -53,7 +53,7 @@ class SimLink(FrameLink):
         self.busy = False
         self.closed = False
 
-    async def exchange(self, frame: Frame, *, timeout: float) -> Frame:  # noqa: ASYNC109
+    async def exchange(self, frame: Frame, *, timeout: float) -> Frame:
         assert not self.busy, "driver issued two exchanges at once"
         self.busy = True
         try:
