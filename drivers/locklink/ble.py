@@ -58,7 +58,7 @@ class SlotPool:
         self.size = size
         self.min_hold_s = min_hold_s  # None: never evict, wait for idle disconnects
         self.scan_lock = asyncio.Lock()  # BlueZ allows one discovery session per client
-        self._holders: dict[BleLink, float] = {}  # link -> time it got the slot
+        self._holders: dict[BleLink, float] = {}  # link -> time it got the slot / connected
         self._waiters: deque[tuple[BleLink, asyncio.Future[None]]] = deque()
         self._evicting: set[BleLink] = set()
         self._kicks: set[asyncio.Future[None]] = set()
@@ -125,6 +125,20 @@ class SlotPool:
             self._evicting.discard(link)
             self._grant()
             self.kick()
+
+    def connected(self, link: BleLink) -> None:
+        """`link` finished connecting: its minimum hold time starts now."""
+        if link in self._holders:
+            self._holders[link] = asyncio.get_running_loop().time()
+
+    def should_yield(self, link: BleLink) -> bool:
+        """True when `link` has held its slot for `min_hold_s` and a waiter needs a slot."""
+        if self.min_hold_s is None or link not in self._holders or link in self._evicting:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now - self._holders[link] < self.min_hold_s:
+            return False
+        return self.waiting > (self.size - len(self._holders)) + len(self._evicting)
 
     def eviction_ended(self, link: BleLink) -> None:
         """An eviction finished (the link may have kept its slot if it became busy)."""
@@ -255,6 +269,9 @@ class BleLink(FrameLink):
             self._busy = True
             self._cancel_idle()
             try:
+                if self._client is not None and self.pool.should_yield(self):
+                    self.stats.evictions += 1  # a busy lock takes turns with waiting ones
+                    await self._disconnect()
                 client = await self._ensure_connected(timeout)
                 self.stats.exchanges += 1
                 return await self._send(client, frame, wire, timeout)
@@ -286,10 +303,16 @@ class BleLink(FrameLink):
         loop = asyncio.get_running_loop()
         if loop.time() < self._not_found_until:
             raise _offline("lock not found recently", lock_id=self.lock_id)
+        try:  # look for the lock before taking a slot: an absent lock must not hold one
+            async with asyncio.timeout(self.connect_timeout):
+                device = await self._find_device()
+        except _LINK_ERRORS as exc:
+            self.stats.connect_failures += 1
+            raise _offline("lock not found", exc, self.lock_id) from None
         await self.pool.acquire(self, timeout)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                client, char = await self._connect()
+                client, char = await self._connect(device)
         except _LINK_ERRORS as exc:
             self.pool.release(self)
             self.stats.connect_failures += 1
@@ -305,12 +328,12 @@ class BleLink(FrameLink):
         self._decoder.reset()
         self._dirty = False
         self._scan_first = False
+        self.pool.connected(self)
         self.stats.connects += 1
         log.debug("%s: connected, %d-byte writes", self.name, self._chunk)
         return client
 
-    async def _connect(self) -> tuple[BleakClient, BleakGATTCharacteristic]:
-        device = await self._find_device()
+    async def _connect(self, device: BLEDevice) -> tuple[BleakClient, BleakGATTCharacteristic]:
         client = await establish_connection(
             BleakClient,
             device,

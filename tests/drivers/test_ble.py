@@ -150,7 +150,7 @@ async def test_retry_connector_retries_a_transient_failure(sim_bluez: SimBlueZ) 
 async def test_device_not_found(sim_bluez: SimBlueZ) -> None:
     link = link_for(9, scan_timeout=0.2, not_found_backoff_s=5.0)
     t0 = time.perf_counter()
-    with pytest.raises(LockOfflineError):
+    with pytest.raises(LockOfflineError, match="lock not found"):
         await link.exchange(req(1), timeout=2.0)
     assert time.perf_counter() - t0 < 1.5
     t1 = time.perf_counter()
@@ -297,6 +297,27 @@ async def test_busy_holders_are_not_evicted(sim_bluez: SimBlueZ) -> None:
         await links[3].exchange(req(9), timeout=0.1)
     assert [r.seq for r in await asyncio.gather(*busy)] == [0, 1, 2]
     assert (await links[3].exchange(req(10), timeout=1.0)).seq == 10  # now one is evictable
+    for link in links:
+        await link.close()
+
+
+async def test_busy_locks_take_turns_with_waiting_ones(sim_bluez: SimBlueZ) -> None:
+    for i in (1, 2):
+        add_lock(sim_bluez, i, latency=0.01)
+    pool = SlotPool("hci0", 1, min_hold_s=0.1)
+    links = [link_for(i, pool) for i in (1, 2)]
+    counts = [0, 0]
+    stop = time.perf_counter() + 1.0
+
+    async def worker(k: int) -> None:
+        while time.perf_counter() < stop:
+            await links[k].exchange(req(counts[k]), timeout=1.0)
+            counts[k] += 1
+
+    await asyncio.gather(worker(0), worker(1))  # neither may starve or time out
+    assert min(counts) >= 10
+    assert links[0].stats.evictions >= 2 and links[1].stats.evictions >= 2
+    assert sim_bluez.adapters["hci0"].peak_connections == 1
     for link in links:
         await link.close()
 
