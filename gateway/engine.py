@@ -15,6 +15,7 @@ from gateway.contract import (
     KeyRevoke,
     KeyUpsert,
     PolicyUpdate,
+    RejectCode,
     Rejection,
     ReservationUpsert,
     SiteSync,
@@ -112,15 +113,27 @@ class Engine:
                 self._ack(rej.job_id, "rejected", received, rej)
             return Outcome("rejected")
         out = Outcome("accepted", job)
-        with self.store.transaction():
-            if self.store.job_result(job.job_id) is not None:
-                out.result = "duplicate"
-            else:
-                out.result = self._apply(job, out.touched)
-                self.store.record_job(job.job_id, job.type, rfc3339(received), out.result)
-            self._ack(job.job_id, out.result, received)
-            for key_id in sorted(out.touched):
-                out.dirty |= self.evaluate(key_id)
+        try:
+            with self.store.transaction():
+                if self.store.job_result(job.job_id) is not None:
+                    out.result = "duplicate"
+                else:
+                    out.result = self._apply(job, out.touched)
+                    self.store.record_job(job.job_id, job.type, rfc3339(received), out.result)
+                self._ack(job.job_id, out.result, received)
+                for key_id in sorted(out.touched):
+                    out.dirty |= self.evaluate(key_id)
+        except Exception:
+            # A bug, not bad input: the transaction rolled back. Reject (without recording the
+            # job id, so the portal may resend it) rather than leave a poison message that the
+            # broker would redeliver forever.
+            log.exception("job %s %s could not be applied", job.job_id, job.type)
+            self.counters.rejected += 1
+            internal = Rejection(RejectCode.MALFORMED, "internal error while applying the job; "
+                                 "see the gateway log", job.job_id, job.payload_sha256)
+            with self.store.transaction():
+                self._ack(job.job_id, "rejected", received, internal)
+            return Outcome("rejected", job)
         log.info("job %s %s: %s", job.job_id, job.type, out.result)
         return out
 
