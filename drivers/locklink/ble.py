@@ -1,9 +1,7 @@
 """LockLink over Bluetooth LE (spec section 5) through bleak: one GATT connection per lock.
 
-Connections of one adapter share a slot pool of `max_connections_per_adapter`; a link holds
-a slot while connected, gives it back after `idle_disconnect_s` without use, and a lock
-waiting for a slot may take it from a holder that is between operations and has held it
-for at least `min_hold_s` (so busy locks cannot starve the others).
+The locks of one adapter share `max_connections_per_adapter` slots: a link holds one while
+connected, frees it when idle, and yields it to a waiting lock after `min_hold_s`.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bleak import BleakClient, BleakScanner
+from bleak.args.bluez import BlueZScannerArgs
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakDeviceNotFoundError, BleakError
@@ -62,10 +61,7 @@ class SlotPool:
         self._waiters: deque[tuple[BleLink, asyncio.Future[None]]] = deque()
         self._evicting: set[BleLink] = set()
         self._kicks: set[asyncio.Future[None]] = set()
-        self.peak = 0
-        self.waits = 0
-        self.timeouts = 0
-        self.evictions = 0
+        self.peak = self.waits = self.timeouts = self.evictions = 0  # statistics
 
     def __repr__(self) -> str:
         return f"SlotPool({self.adapter}, {self.in_use}/{self.size}, waiting={self.waiting})"
@@ -80,9 +76,9 @@ class SlotPool:
         """Links waiting for a slot."""
         return sum(not f.done() for _, f in self._waiters)
 
-    def holds(self, link: BleLink) -> bool:
-        """True while `link` holds a slot."""
-        return link in self._holders
+    def _shortfall(self) -> int:
+        """Waiters that neither a free slot nor a running eviction will serve."""
+        return self.waiting - (self.size - len(self._holders)) - len(self._evicting)
 
     async def acquire(self, link: BleLink, timeout: float) -> None:  # noqa: ASYNC109
         """Get a slot for `link` within `timeout` seconds or raise LockOfflineError."""
@@ -138,7 +134,7 @@ class SlotPool:
         now = asyncio.get_running_loop().time()
         if now - self._holders[link] < self.min_hold_s:
             return False
-        return self.waiting > (self.size - len(self._holders)) + len(self._evicting)
+        return self._shortfall() > 0
 
     def eviction_ended(self, link: BleLink) -> None:
         """An eviction finished (the link may have kept its slot if it became busy)."""
@@ -165,7 +161,7 @@ class SlotPool:
         """Ask idle holders to disconnect for the waiters; return when to look again (None: on kick)."""
         if self.min_hold_s is None:
             return None
-        need = self.waiting - (self.size - len(self._holders)) - len(self._evicting)
+        need = self._shortfall()
         next_at: float | None = None
         for link in sorted(self._holders, key=lambda lk: lk.last_used):
             if need <= 0:
@@ -355,37 +351,29 @@ class BleLink(FrameLink):
     async def _find_device(self) -> BLEDevice:
         """The lock's BLEDevice: BlueZ's known object after a good connection, else a bounded scan."""
         if not self._scan_first:
-            known = await self._known_device()
+            if self.adapter:
+                known = await get_device_by_adapter(self.address, self.adapter)
+            else:
+                known = await get_device(self.address) or self._device
             if known is not None:
                 return known
+        bluez: BlueZScannerArgs = {"adapter": self.adapter} if self.adapter else {}
         async with self.pool.scan_lock:
-            if self.adapter:
-                device = await BleakScanner.find_device_by_address(
-                    self.address, timeout=self.scan_timeout, bluez={"adapter": self.adapter}
-                )
-            else:
-                device = await BleakScanner.find_device_by_address(
-                    self.address, timeout=self.scan_timeout
-                )
+            device = await BleakScanner.find_device_by_address(
+                self.address, timeout=self.scan_timeout, bluez=bluez
+            )
         if device is None:
             self._device = None
-            loop = asyncio.get_running_loop()
-            self._not_found_until = loop.time() + self.not_found_backoff_s
+            self._not_found_until = asyncio.get_running_loop().time() + self.not_found_backoff_s
             raise BleakDeviceNotFoundError(self.address, "lock not found")
         self._device = device
         return device
-
-    async def _known_device(self) -> BLEDevice | None:
-        if self.adapter:
-            return await get_device_by_adapter(self.address, self.adapter)
-        return await get_device(self.address) or self._device
 
     def _on_disconnected(self, client: BleakClient) -> None:
         """bleak: the link went down (peer, supervision timeout, or our own disconnect)."""
         if client is not self._client:
             return
-        self._client = None
-        self._write_char = None
+        self._client = self._write_char = None
         self._cancel_idle()
         self.stats.link_losses += 1
         self._scan_first = True
@@ -411,9 +399,7 @@ class BleLink(FrameLink):
                 if self._client is not None:
                     self.stats.evictions += 1
                     log.debug("%s: evicted for another lock", self.name)
-                    await self._disconnect()
-                else:
-                    self.pool.release(self)
+                await self._disconnect()
         finally:
             self.pool.eviction_ended(self)
 
@@ -465,8 +451,7 @@ class BleLink(FrameLink):
     # ---- idle handling -------------------------------------------------------------------
     def _arm_idle(self) -> None:
         self._cancel_idle()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.idle_disconnect_s, self._spawn_idle)
+        self._idle = asyncio.get_running_loop().call_later(self.idle_disconnect_s, self._spawn_idle)
 
     def _cancel_idle(self) -> None:
         if self._idle is not None:
@@ -507,15 +492,8 @@ def make_ble_drivers(locks: list[LockConfig], ble: BleSection) -> dict[str, Lock
         pool = pools.get(adapter)
         if pool is None:
             pool = pools[adapter] = SlotPool(adapter or "default", ble.max_connections_per_adapter)
-        link = BleLink(
-            address,
-            adapter=lock.adapter,
-            pool=pool,
-            name=lock.id,
-            lock_id=lock.id,
-            idle_disconnect_s=ble.idle_disconnect_s,
-        )
-        drivers[lock.id] = LockLinkDriver(
-            lock.id, link, lock.lock_key(), addr=0, timeout=ble.response_timeout_s
-        )
+        link = BleLink(address, adapter=lock.adapter, pool=pool, name=lock.id, lock_id=lock.id,
+                       idle_disconnect_s=ble.idle_disconnect_s)  # fmt: skip
+        key = lock.lock_key()
+        drivers[lock.id] = LockLinkDriver(lock.id, link, key, addr=0, timeout=ble.response_timeout_s)
     return drivers
