@@ -12,6 +12,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from gateway.config import MqttSection
+from gateway.failpoints import failpoint
 from gateway.store import Store
 from gateway.topics import Topics
 
@@ -134,6 +135,7 @@ class MqttLink:
                     self.request_republish()
             else:
                 self.handle(payload)  # durable (job + ack in the outbox) before the PUBACK below
+                failpoint("job_stored")  # tests: crash after storage, before the PUBACK
             if msg.qos > 0:
                 client._client.ack(msg.mid, msg.qos)
             self._kick.set()

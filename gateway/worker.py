@@ -23,6 +23,7 @@ from drivers.base import (
     secret_digest,
 )
 from gateway.engine import window
+from gateway.failpoints import failpoint
 from gateway.rules import DoorState, door_intent, write_due
 
 if TYPE_CHECKING:
@@ -350,6 +351,7 @@ class LockWorker:
         with store.transaction():
             store.mark_slot(self.lock_id, slot, confirmed=False)  # in flight: resume reads back
         await self.driver.set_credential(write)
+        failpoint("lock_written")  # tests: crash after the lock took it, before read-back/confirm
         content = await self.driver.get_credential(slot)
         if not content.matches(write):
             raise LockFaultError("read-back does not match the write", lock_id=self.lock_id)
