@@ -202,7 +202,34 @@ class LockWorker:
     async def _ensure_info(self) -> bool:
         if self.state.info is not None:
             return True
-        return await self._guard(self._refresh_info())
+        try:
+            await self._refresh_info()
+        except DriverError as exc:
+            self._failure(exc)
+            self._charge_due(exc)
+            return False
+        self._success()
+        return True
+
+    def _charge_due(self, error: DriverError) -> None:
+        """The lock cannot be reached at all: each key whose retry is due spends an attempt.
+
+        Without this a key that failed once would wait in `provisioning` for as long as the lock
+        stays away, never reaching `failed` after max_attempts.
+        """
+        store = self.rec.store
+        now = time.monotonic()
+        for key_id, retry in list(self.state.retries.items()):
+            if retry.due > now:
+                continue
+            key = store.get_key(key_id)
+            if key is None:
+                self.state.retries.pop(key_id, None)
+                continue
+            res = store.reservation(key.facts.reservation_id) if key.facts.reservation_id else None
+            intent = door_intent(key.facts, self.door_id, res[1] if res else None, store.policy(),
+                                 self.rec.now())
+            self._retry_or_fail(key, error, dict.fromkeys(key.creds, "failed"), intent.present)
 
     async def _refresh_info(self) -> None:
         info = await self.driver.get_info()
