@@ -304,7 +304,8 @@ class BleLink(FrameLink):
                 device = await self._find_device()
         except _LINK_ERRORS as exc:
             self.stats.connect_failures += 1
-            raise _offline("lock not found", exc, self.lock_id) from None
+            what = "lock not found" if isinstance(exc, BleakDeviceNotFoundError) else "scan failed"
+            raise _offline(what, exc, self.lock_id) from None
         await self.pool.acquire(self, timeout)
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -411,8 +412,7 @@ class BleLink(FrameLink):
             wire = b"\x00" + wire  # an empty frame: ends any partial frame the lock holds
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._waiting = (frame.addr, frame.seq, fut)
-        step = self._chunk
-        sent = 0
+        step, sent = self._chunk, 0
         try:
             async with asyncio.timeout(timeout):
                 self._dirty = True

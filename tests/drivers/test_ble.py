@@ -160,6 +160,14 @@ async def test_device_not_found(sim_bluez: SimBlueZ) -> None:
     assert link.pool.in_use == 0
 
 
+async def test_missing_adapter_is_offline(sim_bluez: SimBlueZ) -> None:
+    add_lock(sim_bluez)
+    link = BleLink(MAC, adapter="hci7", scan_timeout=0.2)
+    with pytest.raises(LockOfflineError, match="scan failed"):
+        await link.exchange(req(1), timeout=1.0)
+    assert link.pool.in_use == 0
+
+
 async def test_device_disappears_then_returns(sim_bluez: SimBlueZ) -> None:
     add_lock(sim_bluez)
     link = link_for(scan_timeout=0.2, not_found_backoff_s=0.0)
