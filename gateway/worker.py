@@ -164,7 +164,9 @@ class LockWorker:
                 self.dirty.add(key_id)
                 continue
             await self._converge(key_id)
-        if time.monotonic() >= self.next_events:
+        # Events ride on a session we had anyway; otherwise at most every events_interval_s
+        # (battery-powered locks must not be polled faster than configured).
+        if due or time.monotonic() >= self.next_events:
             await self._guard(self._read_events())
             self.next_events = time.monotonic() + self.rec.cfg.events_interval_s
 
