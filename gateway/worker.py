@@ -98,6 +98,8 @@ class LockWorker:
         self.actions: list[str] = []  # "reconcile", "sync_time"
         self.wakeup = asyncio.Event()
         self.next_events = 0.0
+        self.info_failures = 0  # consecutive failed reads of the lock's info
+        self.info_hold = 0.0  # monotonic time before which the info read is not tried again
         self.last_event_id, _ = rec.store.lock_meta(lock_id)
 
     # --- scheduling -----------------------------------------------------------------------
@@ -130,6 +132,8 @@ class LockWorker:
         while True:
             now = time.monotonic()
             delay = max(0.0, self._next_due(now) - now) if not (self.dirty or self.actions) else 0.0
+            if self.state.info is None and now < self.info_hold:
+                delay = max(delay, self.info_hold - now)  # back off a lock we cannot talk to
             if delay:
                 self.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
@@ -208,8 +212,22 @@ class LockWorker:
             await self._refresh_info()
         except DriverError as exc:
             self._failure(exc)
+            # Keys queued for this lock spend an attempt as well: a lock that never answers, or
+            # never authenticates, must not leave them `provisioning` without a reason.
+            owed = {str(DoorState.PROVISIONING), str(DoorState.REVOKING)}
+            for key_id in sorted(self.dirty):
+                rows = self.rec.store.doors_of_key(key_id)
+                if any(r.door_id == self.door_id and r.state in owed for r in rows):
+                    self.dirty.discard(key_id)
+                    self.state.retries.setdefault(key_id, _Retry())
             self._charge_due(exc)
+            cfg = self.rec.cfg
+            self.info_failures += 1
+            exp = min(self.info_failures - 1, 30)
+            backoff = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**exp)
+            self.info_hold = time.monotonic() + backoff
             return False
+        self.info_failures = 0
         self._success()
         return True
 
