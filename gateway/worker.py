@@ -125,6 +125,8 @@ class LockWorker:
         dues.append(self.next_events)
         if self.breaker.is_open(now):
             return self.breaker.open_until
+        if self.state.info is None:
+            return max(now, self.info_hold)  # e.g. the lock lost its clock: re-read and set it now
         return min(dues) if dues else now + 3600
 
     async def run(self) -> None:
