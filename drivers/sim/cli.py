@@ -1,4 +1,4 @@
-"""`lockgw-sim`: serve simulated LockLink locks on ptys, and drive a running simulator."""
+"""`lockgw-sim`: serve simulated LockLink locks on ptys and BLE, and drive a running simulator."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def _print_ready(sim: Simulator, spec: SimSpec, as_json: bool) -> None:
                 for pb in sim.buses
             ],
             "control": str(sim.control.path) if sim.control else None,
+            "dbus": sim.dbus_address,
+            "ble": [
+                {"name": p.endpoint.name, "adapter": p.adapter, "mac": p.mac}
+                for p in (sim.ble.peripherals if sim.ble else [])
+            ],
             "generated_keys": {ls.name: ls.key.hex() for ls in spec.locks if ls.key_generated},
         }
         print(json.dumps(doc), flush=True)
@@ -48,6 +53,10 @@ def _print_ready(sim: Simulator, spec: SimSpec, as_json: bool) -> None:
         locks = " ".join(f"{ep.name}@{ep.addr}" for ep in pb.endpoints)
         link = f" link={pb.link}" if pb.link else ""
         print(f"pty {pb.name} {pb.path} {locks}{link}", flush=True)
+    if sim.ble is not None:
+        for p in sim.ble.peripherals:
+            print(f"ble {p.adapter} {p.mac} {p.endpoint.name}", flush=True)
+        print(f"dbus {sim.dbus_address}", flush=True)
     for ls in spec.locks:
         if ls.key_generated:
             print(f"key {ls.name} {ls.key.hex()}", flush=True)
@@ -226,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lockgw-sim", description="Simulated LockLink/1 locks.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("serve", help="serve simulated locks on pseudo-terminals")
+    s = sub.add_parser("serve", help="serve simulated locks on pseudo-terminals and BLE")
     s.add_argument("--config", help="TOML file describing the locks ([[locks]] tables)")
     s.add_argument("--locks", type=int, default=None, help="number of locks (default 1)")
     s.add_argument(

@@ -1,4 +1,4 @@
-"""A whole simulator: lock specs (from options or TOML), their pty buses, the control socket."""
+"""A whole simulator: lock specs (from options or TOML), their pty buses, BLE, the control socket."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from drivers.base import Caps
+from drivers.sim.ble_sim import DEFAULT_ADAPTER, BleHost, BlePeripheral, check_mac
 from drivers.sim.control import ControlError, ControlServer, apply_faults
 from drivers.sim.lockside import MAX_ADDR, LockEndpoint, SimBus
 from drivers.sim.model import DEFAULT_CAPS, Faults, SimulatedLock
@@ -45,6 +46,8 @@ class LockSpec:
     key: bytes = field(repr=False)
     address: int = 0
     port: str | None = None  # locks with the same port share one pty; None = own pty
+    mac: str | None = None  # set: a BLE lock (addr 0) advertising at this MAC, not on a pty
+    adapter: str = DEFAULT_ADAPTER  # BLE only: the simulated controller it is in range of
     key_generated: bool = False
     serial: str = "SIM00001"
     model: str = "LL-SIM"
@@ -109,6 +112,8 @@ def _resolve_keys(specs: list[LockSpec], key: str | None, keys_file: str | None)
         found = table.get(ls.name)
         if found is None and ls.address:
             found = table.get(str(ls.address))
+        if found is None and ls.mac:
+            found = table.get(ls.mac) or table.get(ls.mac.lower())
         if found is None and fallback is None and table:
             raise SetupError(f"keys file {keys_file}: no key for lock {ls.name!r}")
         ls.key = found or fallback or os.urandom(KEY_LEN)
@@ -157,13 +162,20 @@ def spec_from_args(
 def _lock_from_table(t: dict[str, Any], i: int, base: Path) -> LockSpec | None:
     """One [[locks]] table (the simulator's or the gateway's own format), or None to skip it."""
     where = f"locks[{i}]"
-    if t.get("driver", "serial") != "serial":
-        return None  # a gateway entry for the memory or BLE driver
+    driver = t.get("driver", "serial")
+    if driver not in ("serial", "ble"):
+        return None  # a gateway entry for the memory driver
     unknown = set(t) - _LOCK_KEYS - _GATEWAY_ONLY
     if unknown:
         raise SetupError(f"{where}: unknown keys {', '.join(sorted(unknown))}")
     name = str(t.get("name", t.get("id", f"lock{i + 1}")))
     where = f"locks[{name}]"
+    mac: str | None = None
+    if driver == "ble":
+        try:
+            mac = check_mac(str(t.get("address", "")), where)
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
     key = b""
     if "key" in t:
         key = parse_key(str(t["key"]), where)
@@ -191,8 +203,10 @@ def _lock_from_table(t: dict[str, Any], i: int, base: Path) -> LockSpec | None:
         spec = LockSpec(
             name=name,
             key=key,
-            address=int(t.get("address", 0)),
-            port=str(t["port"]) if "port" in t else None,
+            address=0 if mac else int(t.get("address", 0)),
+            port=str(t["port"]) if "port" in t and not mac else None,
+            mac=mac,
+            adapter=str(t.get("adapter") or DEFAULT_ADAPTER),
             serial=str(t.get("serial", f"SIM{i + 1:05d}")),
             model=str(t.get("model", "LL-SIM")),
             firmware=str(t.get("firmware", "1.0.0")),
@@ -227,25 +241,26 @@ def spec_from_toml(
         raise SetupError(f"{path}: expected a [sim] table and [[locks]] tables")
     specs = [s for i, t in enumerate(tables) if (s := _lock_from_table(t, i, path.parent))]
     if not specs:
-        raise SetupError(f"{path}: no serial [[locks]] to simulate")
+        raise SetupError(f"{path}: no serial or BLE [[locks]] to simulate")
     _resolve_keys(specs, fallback_key, keys_file)
     spec = SimSpec(locks=specs, seed=sim.get("seed", 0), baud_timing=sim.get("baud_timing"))
     if "control" in sim:
         spec.control = Path(sim["control"])
     for ls in specs:  # a port that looks like a path gets a symlink to the pty
-        if ls.port and "/" in ls.port:
+        if ls.port and not ls.mac and "/" in ls.port:
             spec.links[ls.port] = Path(ls.port)
     return spec
 
 
 class Simulator:
-    """Runs a SimSpec: one PtyBus per port, plus the control socket."""
+    """Runs a SimSpec: one PtyBus per port, BLE locks on a simulated BlueZ, the control socket."""
 
     def __init__(self, spec: SimSpec, *, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
         self.endpoints: list[LockEndpoint] = []
         self.buses: list[PtyBus] = []
         groups: dict[str, list[LockEndpoint]] = {}
+        ble: list[BlePeripheral] = []
         names: set[str] = set()
         for ls in spec.locks:
             if ls.name in names:
@@ -261,7 +276,11 @@ class Simulator:
             except ValueError as exc:
                 raise SetupError(f"locks[{ls.name}]: {exc}") from None
             self.endpoints.append(ep)
-            groups.setdefault(ls.port or ls.name, []).append(ep)
+            if ls.mac:
+                seed = None if spec.seed is None else spec.seed + 1000 + len(ble)
+                ble.append(BlePeripheral(ls.adapter, ls.mac.upper(), ls.serial, ep, seed))
+            else:
+                groups.setdefault(ls.port or ls.name, []).append(ep)
         for n, (port, eps) in enumerate(groups.items()):
             seed = None if spec.seed is None else spec.seed + n
             try:
@@ -271,6 +290,10 @@ class Simulator:
             label = Path(port).name if "/" in port else port
             link = spec.links.get(port)
             self.buses.append(PtyBus(bus, baud_timing=spec.baud_timing, link=link, name=label))
+        try:
+            self.ble: BleHost | None = BleHost(ble) if ble else None
+        except ValueError as exc:
+            raise SetupError(str(exc)) from None
         self.control: ControlServer | None = None
         if spec.control is not None:
             self.control = ControlServer(self.endpoints, spec.control)
@@ -282,18 +305,27 @@ class Simulator:
                 return ep
         raise KeyError(name)
 
+    @property
+    def dbus_address(self) -> str | None:
+        """The private system bus of the simulated BlueZ (None: no BLE locks, or not started)."""
+        return self.ble.address if self.ble is not None else None
+
     def port_of(self, name: str) -> str:
-        """The pty path (or its symlink) serving lock `name`."""
+        """The pty path (or its symlink) serving lock `name`; `ble:ADAPTER/MAC` for BLE locks."""
+        if self.ble is not None and (label := self.ble.label_of(name)) is not None:
+            return label
         for pb in self.buses:
             if any(ep.name == name for ep in pb.endpoints):
                 return str(pb.link) if pb.link else pb.path
         raise KeyError(name)
 
     async def start(self) -> None:
-        """Open every pty and the control socket."""
+        """Open every pty, the BLE bus and BlueZ, and the control socket."""
         try:
             for pb in self.buses:
                 await pb.start()
+            if self.ble is not None:
+                await self.ble.start()
             if self.control is not None:
                 self.control.ports = {ep.name: self.port_of(ep.name) for ep in self.endpoints}
                 await self.control.start()
@@ -302,9 +334,11 @@ class Simulator:
             raise
 
     async def stop(self) -> None:
-        """Close the control socket and every pty."""
+        """Close the control socket, BlueZ and its bus, and every pty."""
         if self.control is not None:
             await self.control.stop()
+        if self.ble is not None:
+            await self.ble.stop()
         for pb in self.buses:
             await pb.stop()
 

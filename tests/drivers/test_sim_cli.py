@@ -154,10 +154,19 @@ caps = ["pin"]
 id = "ble"
 door_id = "d3"
 driver = "ble"
+address = "AA:BB:CC:DD:EE:03"
+key = "{KEY_HEX}"
+
+[[locks]]
+id = "mem"
+door_id = "d4"
+driver = "memory"
 """
     )
     spec = spec_from_toml(cfg)
-    front, back = spec.locks
+    front, back, ble = spec.locks  # the memory lock is skipped; the BLE lock is served over BLE
+    assert (ble.name, ble.mac, ble.adapter, ble.port, ble.key) == (
+        "ble", "AA:BB:CC:DD:EE:03", "hci0", None, KEY)
     assert (front.name, front.address, front.pin_min, front.key) == ("front", 1, 6, KEY)
     assert not front.caps & Caps.SCHEDULE and front.faults.ignore_clear
     assert front.faults.latency_s == 0.1
