@@ -265,5 +265,8 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
         raise ConfigError("\n".join(lines)) from None
     for lock in settings.locks:
         if lock.driver in ("serial", "ble"):
-            lock.lock_key()  # fail at start, naming the lock, if the key file is unusable
+            try:
+                lock.lock_key()  # fail at start, naming the lock, if the key file is unusable
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
     return settings
