@@ -80,8 +80,8 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.sleep(3)  # let the start-up outbox drain and the heap settle
                 t_idle = time.perf_counter() - started
                 idle_rss = d.status("VmRSS")
-                print(f"idle: {args.doors} locks online after {t_idle:.1f} s, VmRSS {idle_rss / 1024:.1f} MiB",
-                      flush=True)
+                print(f"idle: {args.doors} locks online after {t_idle:.1f} s, "
+                      f"VmRSS {idle_rss / 1024:.1f} MiB", flush=True)
 
                 t0 = time.perf_counter()
                 codes = iter(range(10_000_000, 99_999_999))
@@ -99,7 +99,8 @@ async def main(args: argparse.Namespace) -> None:
                     await p.wait_for(lambda: not w.waiting_acks, 300, "acks")
                     d.check_alive()
                     if (start // args.window) % 20 == 19:
-                        print(f"  {start + len(ids)} keys acked, {time.perf_counter() - t0:.0f} s", flush=True)
+                        done = time.perf_counter() - t0
+                        print(f"  {start + len(ids)} keys acked, {done:.0f} s", flush=True)
                 t_acked = time.perf_counter() - t0
                 bad = sum(1 for r in w.acks.values() if r != "accepted")
                 if bad:
