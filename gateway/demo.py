@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 DOORS = [("lock-101", "101", 1), ("lock-102", "102", 2), ("lock-pool", "pool", 3)]
+BLE_DOORS = [("lock-gym", "gym", "C4:7C:8D:6A:12:34")]  # on a simulated BlueZ (private D-Bus)
 log = logging.getLogger("lockgw.demo")
 
 
@@ -38,7 +39,7 @@ def _write_config(state: Path, port: int) -> Path:
     if keys_file.exists():
         keys = json.loads(keys_file.read_text())
     else:
-        keys = {lock_id: os.urandom(16).hex() for lock_id, _d, _a in DOORS}
+        keys = {lock_id: os.urandom(16).hex() for lock_id, _d, _a in DOORS + BLE_DOORS}
         keys_file.write_text(json.dumps(keys))
         keys_file.chmod(0o600)
     lines = [
@@ -51,6 +52,9 @@ def _write_config(state: Path, port: int) -> Path:
     for lock_id, door, addr in DOORS:
         lines += ["[[locks]]", f'id = "{lock_id}"', f'door_id = "{door}"', 'driver = "serial"',
                   f'port = "{state}/ttyLL0"', f"address = {addr}", f'key = "{keys[lock_id]}"']
+    for lock_id, door, mac in BLE_DOORS:
+        lines += ["[[locks]]", f'id = "{lock_id}"', f'door_id = "{door}"', 'driver = "ble"',
+                  f'address = "{mac}"', f'key = "{keys[lock_id]}"']
     config = state / "demo.toml"
     config.write_text("\n".join(lines) + "\n")
     config.chmod(0o600)
@@ -91,7 +95,7 @@ async def _walkthrough(port: int, root: str) -> None:
     now = datetime.now(UTC)
     window = {"valid_from": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "valid_until": (now + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    key = {"key_id": "k-1042", "label": "Room 101 guest", "doors": ["101", "pool"],
+    key = {"key_id": "k-1042", "label": "Room 101 guest", "doors": ["101", "pool", "gym"],
            "credentials": [{"type": "door_code", "code": "482913"}], **window,
            "reservation_id": "R-889"}
     steps: list[tuple[str, str, dict[str, object]]] = [
@@ -121,6 +125,7 @@ async def _walkthrough(port: int, root: str) -> None:
             print(f"portal: {title}", flush=True)
             await client.publish(f"{root}/jobs", env(type_, body), qos=1)
             await asyncio.sleep(2.0)
+        await asyncio.sleep(10.0)  # let the last removals finish before we stop printing
         task.cancel()
 
 
@@ -146,13 +151,16 @@ lock-gateway demo
   broker       127.0.0.1:{port}   (watch: mosquitto_sub -p {port} -v -t '{root}/#')
   jobs topic   {root}/jobs
   locks        {', '.join(f'{lid} (door {d}, bus addr {a})' for lid, d, a in DOORS)} on {state}/ttyLL0
+               {', '.join(f'{lid} (door {d}, BLE {mac})' for lid, d, mac in BLE_DOORS)} on a simulated BlueZ
   keypad       lockgw-sim press --control {spec.control} --lock lock-101 482913
   config       {config}
 Ctrl-C stops everything.
 """, flush=True)
 
     async def main() -> None:
-        async with Simulator(spec):
+        async with Simulator(spec) as sim:
+            if sim.dbus_address:  # bleak finds "BlueZ" through the system bus address
+                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = sim.dbus_address
             gw = Gateway(settings)
             task = asyncio.create_task(gw.run())
             if args.walkthrough:
