@@ -84,6 +84,9 @@ class MqttLink:
         )
         # paho acks a QoS 1 message when on_message returns, before we stored it; ack manually.
         client._client.manual_ack_set(True)
+        # The relay keeps up to OUTBOX_WINDOW publishes in flight on purpose; aiomqtt's default
+        # threshold (10) logged a WARNING for every publish beyond the tenth of each batch.
+        client.pending_calls_threshold = 2 * OUTBOX_WINDOW
         return client
 
     async def run(self) -> None:
