@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drivers.base import U32_MAX, secret_digest
+from drivers.base import U32_MAX
 from gateway.contract import (
     AckResult,
     Job,
@@ -24,6 +24,7 @@ from gateway.contract import (
 )
 from gateway.jws import JobVerifier
 from gateway.rules import DoorState, KeyFacts, Policy, door_intent, resting_state
+from gateway.secretbox import SecretBox
 from gateway.status import StatusBook, dumps, rfc3339
 from gateway.store import KeyRecord, Store
 
@@ -84,8 +85,10 @@ class Engine:
         max_age: timedelta,
         max_future: timedelta,
         now: Callable[[], datetime],
+        box: SecretBox,
     ) -> None:
         self.store = store
+        self.box = box
         self.book = book
         self.doors = doors  # door_id -> lock_id of the locks this gateway serves
         self.gateway_id = gateway_id
@@ -262,7 +265,7 @@ class Engine:
         vf, vu = window(rec.facts)
         return all(
             row.confirmed
-            and row.digest == secret_digest(secrets[cred])
+            and row.digest == self.box.fingerprint(secrets[cred])
             and (row.valid_from, row.valid_until) == (vf, vu)
             for cred, row in slots.items()
         )

@@ -82,6 +82,19 @@ class SecretBox:
         except (InvalidTag, ValueError):
             raise SecretKeyError("stored credential does not decrypt (wrong secret key?)") from None
 
+    def fingerprint(self, secret: bytes) -> bytes:
+        """What the slot map stores to recognise a secret: keyed, so a stolen database yields no PINs.
+
+        The lock reports SHA-256(secret)[0:8]; stored as is, a 4 to 8 digit PIN would fall to brute
+        force. The HMAC of that digest under the at-rest key compares just as well.
+        """
+        digest = hashlib.sha256(secret).digest()[:8]
+        return self.fingerprint_digest(digest)
+
+    def fingerprint_digest(self, digest: bytes) -> bytes:
+        """fingerprint() from the 8-byte digest a lock reports."""
+        return hmac.new(self._ref_key, b"fp\0" + digest, hashlib.sha256).digest()[:16]
+
     def credential_ref(self, key_id: str, cred: str) -> bytes:
         """The 16-byte opaque LockLink `ref` for a key's credential: stable, unlinkable without the key."""
         msg = key_id.encode() + b"\0" + cred.encode()

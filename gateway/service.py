@@ -70,7 +70,7 @@ class Gateway:
             max_payload=settings.mqtt.max_payload_bytes,
             verifier=JobVerifier(sec.job_keys) if sec.job_keys else None,
             max_age=timedelta(seconds=sec.max_job_age_s),
-            max_future=timedelta(seconds=sec.max_future_skew_s), now=now,
+            max_future=timedelta(seconds=sec.max_future_skew_s), now=now, box=self.box,
         )
         self.drivers = drivers if drivers is not None else make_drivers(settings)
         locks = {lock.id: (lock.door_id, self.drivers[lock.id]) for lock in settings.locks}

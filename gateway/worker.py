@@ -20,7 +20,6 @@ from drivers.base import (
     LockInfo,
     Reason,
     SlotWrite,
-    secret_digest,
 )
 from gateway.engine import window
 from gateway.failpoints import failpoint
@@ -322,7 +321,7 @@ class LockWorker:
                 break
             row = held.get(cred)
             if row is not None and row.confirmed and (row.digest, row.valid_from, row.valid_until) == (
-                secret_digest(secret), vf, vu
+                rec.box.fingerprint(secret), vf, vu
             ):
                 results[cred] = "held"  # confirmed earlier; lock.reconcile re-checks on demand
                 continue
@@ -409,7 +408,7 @@ class LockWorker:
     def _confirm(self, slot: int, write: SlotWrite) -> None:
         with self.rec.store.transaction():
             self.rec.store.mark_slot(
-                self.lock_id, slot, confirmed=True, digest=secret_digest(write.secret),
+                self.lock_id, slot, confirmed=True, digest=self.rec.box.fingerprint(write.secret),
                 valid_from=write.valid_from, valid_until=write.valid_until,
             )
 
@@ -438,7 +437,8 @@ class LockWorker:
             if row is None:
                 await self.driver.clear_credential(slot)
                 repaired["foreign"].append(slot)
-            elif not row.confirmed or content.ref != row.ref or content.digest != row.digest or (
+            elif not row.confirmed or content.ref != row.ref or (
+                self.rec.box.fingerprint_digest(content.digest) != row.digest) or (
                 content.valid_from, content.valid_until) != (row.valid_from, row.valid_until):
                 repaired["stale"].append(slot)
                 with store.transaction():
