@@ -125,9 +125,12 @@ class MqttLink:
             relay = tg.create_task(self._relay(client))
             await self._stop.wait()
             consumer.cancel()  # unacked jobs stay with the broker for the next session
-            await self._drain(client)
-            relay.cancel()
-        await client.publish(self.topics.state, self.state_payload("offline"), qos=1, retain=True)
+            relay.cancel()  # one drain at a time: ours below, bounded so the offline state goes out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain(client), timeout=5)
+        await client.publish(
+            self.topics.state, self.state_payload("offline"), qos=1, retain=True, timeout=3
+        )
         log.info("disconnecting from broker (clean shutdown)")
 
     async def _consume(self, client: aiomqtt.Client) -> None:

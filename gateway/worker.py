@@ -371,7 +371,7 @@ class LockWorker:
             self.state.retries.pop(key.key_id, None)
             return
         # A removal is never abandoned: a former guest's code must leave the lock.
-        backoff = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** (retry.attempts - 1))
+        backoff = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** min(retry.attempts - 1, 30))
         retry.due = time.monotonic() + backoff * random.uniform(0.5, 1.0)  # jitter: no thundering herd
 
     async def _write(self, key_id: str, cred: str, write: SlotWrite, row: Any) -> None:
