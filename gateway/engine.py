@@ -23,10 +23,10 @@ from gateway.contract import (
     parse_job,
 )
 from gateway.jws import JobVerifier
-from gateway.rules import DoorState, KeyFacts, Policy, door_intent, resting_state
+from gateway.rules import DoorState, Intent, KeyFacts, Policy, door_intent, resting_state
 from gateway.secretbox import SecretBox
 from gateway.status import StatusBook, dumps, rfc3339
-from gateway.store import KeyRecord, Store
+from gateway.store import KeyRecord, SlotRow, Store
 
 log = logging.getLogger("lockgw.engine")
 
@@ -229,15 +229,13 @@ class Engine:
         doors = set(rows) | {d for d in rec.facts.doors if d in self.doors}
         if only_door is not None:
             doors &= {only_door}
-        res = self.store.reservation(rec.facts.reservation_id) if rec.facts.reservation_id else None
-        policy = self.store.policy()
         now = self.now()
         dirty: set[tuple[str, str]] = set()
         for door_id in sorted(doors):
             lock_id = self.doors.get(door_id)
             if lock_id is None:
                 continue  # a lock removed from the configuration; nothing to converge
-            intent = door_intent(rec.facts, door_id, res[1] if res else None, policy, now)
+            intent = self.intent(rec, door_id, now)
             matches = self.lock_matches(lock_id, rec, intent.present)
             state, reason = resting_state(intent, matches)
             old = rows.get(door_id)
@@ -254,20 +252,30 @@ class Engine:
                 dirty.add((lock_id, key_id))
         return dirty
 
+    def intent(self, rec: KeyRecord, door_id: str, now: datetime) -> Intent:
+        """The rules applied to one door of a cached key, with its reservation and the policy."""
+        rid = rec.facts.reservation_id
+        res = self.store.reservation(rid) if rid else None
+        return door_intent(rec.facts, door_id, res[1] if res else None, self.store.policy(), now)
+
+    def slot_holds(self, row: SlotRow | None, secret: bytes, span: tuple[int, int]) -> bool:
+        """Whether a slot was confirmed holding exactly this secret with this window."""
+        return (
+            row is not None
+            and row.confirmed
+            and row.digest == self.box.fingerprint(secret)
+            and (row.valid_from, row.valid_until) == span
+        )
+
     def lock_matches(self, lock_id: str, rec: KeyRecord, present: bool) -> bool:
         """Whether the slots confirmed on the lock already equal what the key wants there."""
         slots = self.store.slots_of(lock_id, rec.key_id)
         if not present:
             return not slots
         secrets = rec.secrets or {}
-        if set(slots) != set(secrets):
-            return False
-        vf, vu = window(rec.facts)
-        return all(
-            row.confirmed
-            and row.digest == self.box.fingerprint(secrets[cred])
-            and (row.valid_from, row.valid_until) == (vf, vu)
-            for cred, row in slots.items()
+        span = window(rec.facts)
+        return set(slots) == set(secrets) and all(
+            self.slot_holds(row, secrets[cred], span) for cred, row in slots.items()
         )
 
     def evaluate_all(self, key_ids: Iterable[str]) -> set[tuple[str, str]]:

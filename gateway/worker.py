@@ -7,7 +7,7 @@ import contextlib
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from drivers.base import (
@@ -23,7 +23,8 @@ from drivers.base import (
 )
 from gateway.engine import window
 from gateway.failpoints import failpoint
-from gateway.rules import DoorState, door_intent, write_due
+from gateway.rules import DoorState, write_due
+from gateway.store import SlotRow
 
 if TYPE_CHECKING:
     from gateway.reconciler import Reconciler
@@ -119,30 +120,27 @@ class LockWorker:
         """Keys waiting for lock I/O."""
         return len(self.dirty | set(self.state.retries))
 
-    def _next_due(self, now: float) -> float:
-        dues = [r.due for r in self.state.retries.values()]
-        dues.append(self.next_events)
+    def _wake_at(self, now: float) -> float:
+        """When the next round is due (monotonic seconds)."""
         if self.breaker.is_open(now):
             return self.breaker.open_until
+        if self.dirty or self.actions or self.state.info is None:
+            at = now  # work queued, or the info must be (re-)read, e.g. after a clock loss
+        else:
+            at = min([r.due for r in self.state.retries.values()] + [self.next_events])
         if self.state.info is None:
-            return max(now, self.info_hold)  # e.g. the lock lost its clock: re-read and set it now
-        return min(dues) if dues else now + 3600
+            at = max(at, self.info_hold)  # back off a lock we cannot talk to
+        return at
 
     async def run(self) -> None:
         """The worker loop; never returns until cancelled."""
         while True:
             now = time.monotonic()
-            delay = max(0.0, self._next_due(now) - now) if not (self.dirty or self.actions) else 0.0
-            if self.state.info is None and now < self.info_hold:
-                delay = max(delay, self.info_hold - now)  # back off a lock we cannot talk to
-            if delay:
+            delay = self._wake_at(now) - now
+            if delay > 0:
                 self.wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=min(delay, 3600))
-                continue
-            if self.breaker.is_open(time.monotonic()):
-                self.wakeup.clear()
-                await asyncio.sleep(max(0.0, self.breaker.open_until - time.monotonic()))
                 continue
             try:
                 await self._round()
@@ -222,11 +220,8 @@ class LockWorker:
                     self.dirty.discard(key_id)
                     self.state.retries.setdefault(key_id, _Retry())
             self._charge_due(exc)
-            cfg = self.rec.cfg
             self.info_failures += 1
-            exp = min(self.info_failures - 1, 30)
-            backoff = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2**exp)
-            self.info_hold = time.monotonic() + backoff
+            self.info_hold = time.monotonic() + self._backoff(self.info_failures)
             return False
         self.info_failures = 0
         self._success()
@@ -247,9 +242,7 @@ class LockWorker:
             if key is None:
                 self.state.retries.pop(key_id, None)
                 continue
-            res = store.reservation(key.facts.reservation_id) if key.facts.reservation_id else None
-            intent = door_intent(key.facts, self.door_id, res[1] if res else None, store.policy(),
-                                 self.rec.now())
+            intent = self.rec.engine.intent(key, self.door_id, self.rec.now())
             self._retry_or_fail(key, error, dict.fromkeys(key.creds, "failed"), intent.present)
 
     async def _refresh_info(self) -> None:
@@ -296,12 +289,11 @@ class LockWorker:
         info = self.state.info
         if key is None or info is None:
             return
-        res = store.reservation(key.facts.reservation_id) if key.facts.reservation_id else None
         now = rec.now()
-        intent = door_intent(key.facts, self.door_id, res[1] if res else None, store.policy(), now)
+        intent = rec.engine.intent(key, self.door_id, now)
         present = intent.present and write_due(key.facts, now, bool(info.caps & Caps.SCHEDULE))
         secrets = (key.secrets or {}) if present else {}
-        vf, vu = window(key.facts)
+        span = window(key.facts)
         held = store.slots_of(self.lock_id, key_id)
         results: dict[str, str] = {}
         error: DriverError | None = None
@@ -309,7 +301,7 @@ class LockWorker:
             if cred in secrets:
                 continue
             try:
-                await self._clear(old.slot, old.ref)
+                await self._clear(old)
                 results[cred] = "cleared"
             except DriverError as exc:
                 error = error or exc
@@ -320,13 +312,11 @@ class LockWorker:
             if error is not None and error.reason == Reason.LOCK_OFFLINE:
                 break
             row = held.get(cred)
-            if row is not None and row.confirmed and (row.digest, row.valid_from, row.valid_until) == (
-                rec.box.fingerprint(secret), vf, vu
-            ):
+            if rec.engine.slot_holds(row, secret, span):
                 results[cred] = "held"  # confirmed earlier; lock.reconcile re-checks on demand
                 continue
             ref = rec.box.credential_ref(key_id, cred)
-            write = SlotWrite(0, CRED_TYPES[cred], ref, vf, vu, secret)
+            write = SlotWrite(0, CRED_TYPES[cred], ref, *span, secret)
             try:
                 await self._write(key_id, cred, write, row)
                 results[cred] = "ok"
@@ -371,54 +361,61 @@ class LockWorker:
             self.state.retries.pop(key.key_id, None)
             return
         # A removal is never abandoned: a former guest's code must leave the lock.
-        backoff = min(cfg.backoff_max_s, cfg.backoff_initial_s * 2 ** min(retry.attempts - 1, 30))
-        retry.due = time.monotonic() + backoff * random.uniform(0.5, 1.0)  # jitter: no thundering herd
+        jitter = random.uniform(0.5, 1.0)  # no thundering herd of retries
+        retry.due = time.monotonic() + self._backoff(retry.attempts) * jitter
 
-    async def _write(self, key_id: str, cred: str, write: SlotWrite, row: Any) -> None:
+    def _backoff(self, attempts: int) -> float:
+        """Exponential backoff after `attempts` failures (exponent capped: removals retry forever)."""
+        cfg = self.rec.cfg
+        return min(cfg.backoff_max_s, cfg.backoff_initial_s * 2.0 ** min(attempts - 1, 30))
+
+    async def _write(self, key_id: str, cred: str, write: SlotWrite, row: SlotRow | None) -> None:
         store = self.rec.store
         info = self.state.info
         assert info is not None
         if row is None:
+            # The new row is unconfirmed: a crash after the write below resumes with a read-back.
             with store.transaction():
                 slot = store.allocate_slot(
                     self.lock_id, key_id, cred, write.ref, int(write.type), info.slots
                 )
             if slot is None:
                 raise LockFullError("no free slot", lock_id=self.lock_id)
+            write = replace(write, slot=slot)
+        elif row.confirmed:
+            write = replace(write, slot=row.slot)
+            with store.transaction():  # in flight: a resume reads back before trusting it
+                store.mark_slot(self.lock_id, row.slot, confirmed=False)
         else:
-            slot = row.slot
-            if not row.confirmed:
-                # Resume: a write may have landed before a crash; read before writing again.
-                content = await self.driver.get_credential(slot)
-                write = SlotWrite(slot, write.type, write.ref, write.valid_from, write.valid_until,
-                                  write.secret)
-                if content.matches(write):
-                    self._confirm(slot, write)
-                    return
-        write = SlotWrite(slot, write.type, write.ref, write.valid_from, write.valid_until, write.secret)
-        with store.transaction():
-            store.mark_slot(self.lock_id, slot, confirmed=False)  # in flight: resume reads back
+            # Resume: a write may have landed before a crash; read before writing again.
+            write = replace(write, slot=row.slot)
+            if (await self.driver.get_credential(row.slot)).matches(write):
+                self._confirm(write)
+                return
         await self.driver.set_credential(write)
         failpoint("lock_written")  # tests: crash after the lock took it, before read-back/confirm
-        content = await self.driver.get_credential(slot)
+        content = await self.driver.get_credential(write.slot)
         if not content.matches(write):
             raise LockFaultError("read-back does not match the write", lock_id=self.lock_id)
-        self._confirm(slot, write)
+        self._confirm(write)
 
-    def _confirm(self, slot: int, write: SlotWrite) -> None:
+    def _confirm(self, write: SlotWrite) -> None:
         with self.rec.store.transaction():
             self.rec.store.mark_slot(
-                self.lock_id, slot, confirmed=True, digest=self.rec.box.fingerprint(write.secret),
+                self.lock_id, write.slot, confirmed=True, digest=self.rec.box.fingerprint(write.secret),
                 valid_from=write.valid_from, valid_until=write.valid_until,
             )
 
-    async def _clear(self, slot: int, ref: bytes) -> None:
+    async def _clear(self, row: SlotRow) -> None:
         store = self.rec.store
-        with store.transaction():
-            store.mark_slot(self.lock_id, slot, confirmed=False)
+        slot = row.slot
+        if row.confirmed:
+            # Were the key wanted back after a crash mid-clear, a confirmed row would be trusted.
+            with store.transaction():
+                store.mark_slot(self.lock_id, slot, confirmed=False)
         await self.driver.clear_credential(slot)
         content = await self.driver.get_credential(slot)
-        if content.occupied and content.ref == ref:
+        if content.occupied and content.ref == row.ref:
             # The lock said OK but kept the credential: never report it removed.
             raise LockFaultError("lock kept a cleared credential", lock_id=self.lock_id)
         with store.transaction():
