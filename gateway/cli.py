@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.secretbox import SecretBox, SecretKeyError, load_or_create_key, resolve_key_path
 from gateway.store import Store, StoreError
+from gateway.topics import Topics
 
 DEFAULT_CONFIG = Path("/etc/lock-gateway/config.toml")
 
@@ -79,7 +80,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     states = ("pending_provisioning", "provisioning", "provisioned", "failed", "revoking",
               "revoked", "expired")
     out["doors_by_state"] = {s: store.count_doors_in_states((s,)) for s in states}
-    out["locks"] = {lock.id: store.lock_meta(lock.id)[1] for lock in settings.locks}
+    # The last lock health the daemon published (retained) is what a technician wants here.
+    topics = Topics(settings.mqtt.topic_prefix, settings.gateway.site_id, settings.gateway.gateway_id)
+    retained = dict(store.retained_snapshot())
+    out["locks"] = {
+        lock.id: json.loads(retained[topics.lock(lock.id)]) if topics.lock(lock.id) in retained else None
+        for lock in settings.locks
+    }
     print(json.dumps(out, indent=2))
     store.close()
     return 0

@@ -114,12 +114,13 @@ class Gateway:
             log.warning("%s for unknown lock %s ignored", kind, lock_id)
 
     def _arm(self, key_id: str) -> None:
-        rec = self.store.get_key(key_id)
-        if rec is None or rec.facts.revoked:
-            return
-        now = self.now().timestamp()
-        times = [t.timestamp() for t in (rec.facts.valid_from, rec.facts.valid_until) if t is not None]
-        self.deadlines.arm(key_id, *(t for t in times if t > now))
+        span = self.store.key_window(key_id)
+        if span is not None:
+            self._arm_window(key_id, *span, now=self.now().timestamp())
+
+    def _arm_window(self, key_id: str, vf: int | None, vu: int | None, now: float) -> None:
+        """Fire the key at each edge of its window still ahead."""
+        self.deadlines.arm(key_id, *(t for t in (vf, vu) if t is not None and t > now))
 
     def _on_deadlines(self, key_ids: list[str]) -> None:
         self.reconciler.wake(self.engine.evaluate_all(key_ids))
@@ -130,7 +131,7 @@ class Gateway:
         now = self.now().timestamp()
         overdue = []
         for key_id, vf, vu in self.store.key_deadlines():
-            self.deadlines.arm(key_id, *(t for t in (vf, vu) if t is not None and t > now))
+            self._arm_window(key_id, vf, vu, now)
             if vu is not None and vu <= now:
                 overdue.append(key_id)
         unsettled = {k for k in overdue if any(r.state not in _SETTLED for r in self.store.doors_of_key(k))}

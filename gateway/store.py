@@ -47,8 +47,8 @@ _MIGRATIONS: list[str] = [
     CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,
                         payload BLOB NOT NULL, retain INTEGER NOT NULL);
     CREATE TABLE retained(topic TEXT PRIMARY KEY, payload BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE locks(lock_id TEXT PRIMARY KEY, last_event_id INTEGER NOT NULL DEFAULT 0,
-                       info TEXT) WITHOUT ROWID;
+    CREATE TABLE locks(lock_id TEXT PRIMARY KEY, last_event_id INTEGER NOT NULL DEFAULT 0)
+                       WITHOUT ROWID;
     CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
     """,
 ]
@@ -261,6 +261,11 @@ class Store:
             r[0] for r in self._db.execute("SELECT key_id FROM key_doors WHERE door_id=?", (door_id,))
         ]
 
+    def key_window(self, key_id: str) -> tuple[int | None, int | None] | None:
+        """(valid_from, valid_until) of a live key, without decrypting it; None for none."""
+        row = self._one("SELECT valid_from, valid_until FROM keys WHERE key_id=? AND revoked=0", key_id)
+        return None if row is None else (row[0], row[1])
+
     def key_deadlines(self) -> Iterator[tuple[str, int | None, int | None]]:
         """(key_id, valid_from, valid_until) of live keys with a window, to arm timers."""
         yield from self._db.execute(
@@ -314,14 +319,6 @@ class Store:
             (d.key_id, d.door_id, d.key_version, d.state, d.reason, json.dumps(d.creds),
              d.attempts, d.updated_at),
         )
-
-    def delete_doors(self, key_id: str) -> None:
-        """Forget every door status row of a key."""
-        self._db.execute("DELETE FROM door_status WHERE key_id=?", (key_id,))
-
-    def delete_door(self, key_id: str, door_id: str) -> None:
-        """Forget one door status row."""
-        self._db.execute("DELETE FROM door_status WHERE key_id=? AND door_id=?", (key_id, door_id))
 
     def doors_in_states(self, states: tuple[str, ...]) -> list[tuple[str, str]]:
         """(key_id, door_id) of doors whose state is one of `states`."""
@@ -422,29 +419,16 @@ class Store:
         """Every retained topic with its current payload."""
         return [(str(t), bytes(p)) for t, p in self._db.execute("SELECT topic, payload FROM retained")]
 
-    def retained_topics(self, prefix: str) -> list[str]:
-        """Retained topics under a prefix (to clear leftovers)."""
-        return [
-            r[0]
-            for r in self._db.execute(
-                "SELECT topic FROM retained WHERE substr(topic, 1, ?) = ?", (len(prefix), prefix)
-            )
-        ]
-
     # --- locks and meta -------------------------------------------------------------------
-    def lock_meta(self, lock_id: str) -> tuple[int, dict[str, Any]]:
-        """(last event id read, last info/health dict) of a lock."""
-        row = self._one("SELECT last_event_id, info FROM locks WHERE lock_id=?", lock_id)
-        if row is None:
-            return 0, {}
-        return int(row[0]), json.loads(row[1]) if row[1] else {}
+    def event_cursor(self, lock_id: str) -> int:
+        """The id of the last audit event read from a lock (0 before the first)."""
+        row = self._one("SELECT last_event_id FROM locks WHERE lock_id=?", lock_id)
+        return 0 if row is None else int(row[0])
 
-    def set_lock_meta(self, lock_id: str, last_event_id: int, info: dict[str, Any]) -> None:
-        """Remember the event cursor and last known info of a lock."""
+    def set_event_cursor(self, lock_id: str, last_event_id: int) -> None:
+        """Remember the last audit event read from a lock."""
         with self.transaction():
-            self._db.execute(
-                "INSERT OR REPLACE INTO locks VALUES (?,?,?)", (lock_id, last_event_id, json.dumps(info))
-            )
+            self._db.execute("INSERT OR REPLACE INTO locks VALUES (?,?)", (lock_id, last_event_id))
 
     def meta(self, k: str) -> str | None:
         """A small persisted setting."""

@@ -100,7 +100,7 @@ class LockWorker:
         self.next_events = 0.0
         self.info_failures = 0  # consecutive failed reads of the lock's info
         self.info_hold = 0.0  # monotonic time before which the info read is not tried again
-        self.last_event_id, _ = rec.store.lock_meta(lock_id)
+        self.last_event_id = rec.store.event_cursor(lock_id)
 
     # --- scheduling -----------------------------------------------------------------------
     def mark(self, key_id: str) -> None:
@@ -276,7 +276,7 @@ class LockWorker:
                 if await self.rec.publish_lock_event(self, ev):
                     self.state.info = None  # clock lost: re-read info and set the clock
                 self.last_event_id = max(self.last_event_id, ev.id)
-            self.rec.store.set_lock_meta(self.lock_id, self.last_event_id, {})
+            self.rec.store.set_event_cursor(self.lock_id, self.last_event_id)
             if len(events) < 32:
                 break
 

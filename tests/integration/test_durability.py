@@ -137,6 +137,8 @@ async def test_kill_after_lock_written_converges_in_one_slot(tmp_path: Path, bro
     assert st["slots"] == 1 and st["outbox"] == 0 and st["jobs"] == 1
     assert st["doors_by_state"]["provisioned"] == 1
     assert sum(st["doors_by_state"].values()) == 1
+    health = st["locks"]["lock-101"]  # the last lock health the daemon published
+    assert health["online"] is True and health["door_id"] == "101" and health["slots_used"] is not None
 
 
 async def test_broker_restart_keeps_order_and_sessions(tmp_path: Path, broker: Broker, prefix: str) -> None:
