@@ -182,10 +182,17 @@ class Portal:
 
 
 @contextlib.asynccontextmanager
-async def portal(port: int, prefix: str, site: str = "site-1", gw: str = "gw-1") -> AsyncIterator[Portal]:
-    """A connected Portal listening to everything the gateway publishes."""
+async def portal(port: int, prefix: str, site: str = "site-1", gw: str = "gw-1", *,
+                 identifier: str | None = None, persistent: bool = False) -> AsyncIterator[Portal]:
+    """A connected Portal listening to everything the gateway publishes.
+
+    `persistent` gives it a session that outlives a disconnect (with a fixed `identifier`), so
+    it misses nothing while the broker or the portal reconnects.
+    """
     p = Portal(port, f"{prefix}/sites/{site}", gw)
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"portal-{uuid.uuid4().hex[:8]}") as client:
+    ident = identifier or f"portal-{uuid.uuid4().hex[:8]}"
+    async with aiomqtt.Client("127.0.0.1", port, identifier=ident,
+                              clean_session=False if persistent else None) as client:
         p.client = client
         await client.subscribe(f"{p.root}/gateways/#", qos=1)
         task = asyncio.create_task(p._listen(client))

@@ -20,10 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from tests.conftest import Rig
-from tests.harness import REPO, Broker, GatewayProcess, Portal, gateway_toml, job, key_body
+from tests.harness import REPO, Broker, GatewayProcess, Portal, gateway_toml, job, key_body, portal
 
 ONE_LOCK = [{"id": "lock-101", "door_id": "101", "driver": "memory"}]
 
@@ -62,20 +60,9 @@ def lockgw_status(config: Path) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-@contextlib.asynccontextmanager
-async def durable_portal(port: int, prefix: str, ident: str) -> AsyncIterator[Portal]:
+def durable_portal(port: int, prefix: str, ident: str) -> contextlib.AbstractAsyncContextManager[Portal]:
     """A portal client with a persistent session: it misses nothing while the broker restarts."""
-    p = Portal(port, f"{prefix}/sites/site-1", "gw-1")
-    async with aiomqtt.Client("127.0.0.1", port, identifier=ident, clean_session=False) as client:
-        p.client = client
-        await client.subscribe(f"{p.root}/gateways/#", qos=1)
-        task = asyncio.create_task(p._listen(client))
-        try:
-            yield p
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+    return portal(port, prefix, identifier=ident, persistent=True)
 
 
 @contextlib.asynccontextmanager
