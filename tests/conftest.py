@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from drivers.factory import make_drivers
 from drivers.memory import MemoryDriver
 from drivers.sim.model import SimulatedLock
 from gateway.config import load_settings
@@ -63,10 +64,12 @@ async def make_rig(tmp_path: Path, broker: Broker, prefix: str,
     config.write_text(gateway_toml(tmp_path / "state", broker.port, prefix, locks or DEFAULT_LOCKS, extra))
     settings = load_settings(config)
     sims = dict(sims or {})
-    drivers = {}
-    for lock in settings.locks:
-        sim = sims.setdefault(lock.id, SimulatedLock(serial=lock.id[:16], slots=lock.slots))
-        drivers[lock.id] = MemoryDriver(lock.id, sim)
+    # The daemon's own factory (it honours slots, pin rules, schedule); tests may bring a lock.
+    drivers: dict[str, MemoryDriver] = {}
+    for lock_id, driver in make_drivers(settings).items():
+        assert isinstance(driver, MemoryDriver), "the in-process rig takes memory locks only"
+        drivers[lock_id] = MemoryDriver(lock_id, sims[lock_id]) if lock_id in sims else driver
+        sims[lock_id] = drivers[lock_id].lock
     async with portal(broker.port, prefix) as p:
         gw = Gateway(settings, drivers=dict(drivers))
         task = asyncio.create_task(gw.run())
