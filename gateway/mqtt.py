@@ -48,7 +48,7 @@ class MqttLink:
 
     # --- called by the rest of the daemon -------------------------------------------------
     def kick(self) -> None:
-        """New messages are in the outbox."""
+        """New messages are in the outbox (the store calls this on every enqueue)."""
         self._kick.set()
 
     def request_republish(self) -> None:
@@ -144,7 +144,6 @@ class MqttLink:
                 failpoint("job_stored")  # tests: crash after storage, before the PUBACK
             if msg.qos > 0:
                 client._client.ack(msg.mid, msg.qos)
-            self._kick.set()
 
     async def _relay(self, client: aiomqtt.Client) -> None:
         while True:

@@ -80,6 +80,7 @@ class Gateway:
             settings.mqtt, settings.mqtt_client_id, self.topics, self.store, self._on_job,
             self._state_payload,
         )
+        self.store.on_enqueue = self.mqtt.kick  # every status, event and ack wakes the relay
         self._stopping = asyncio.Event()
 
     # --- glue -----------------------------------------------------------------------------
@@ -103,7 +104,6 @@ class Gateway:
         job = out.job
         if job is not None and out.result == "accepted" and job.type in MAINTENANCE:
             self._maintenance(job.type, getattr(job.body, "lock_id", None))
-        self.mqtt.kick()
 
     def _maintenance(self, kind: str, lock_id: str | None) -> None:
         if kind == "gateway.republish":
@@ -124,7 +124,6 @@ class Gateway:
 
     def _on_deadlines(self, key_ids: list[str]) -> None:
         self.reconciler.wake(self.engine.evaluate_all(key_ids))
-        self.mqtt.kick()
 
     def _rearm_all(self) -> None:
         """After a start: future windows armed, windows that passed while down evaluated now."""
@@ -156,7 +155,6 @@ class Gateway:
             if self.mqtt.connected.is_set():  # stale health is worthless: not kept in the outbox
                 with self.store.transaction():
                     self.store.enqueue(self.topics.health, dumps(self.health()))
-                self.mqtt.kick()
 
     async def _housekeeping(self) -> None:
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +129,9 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{path}: cannot open database: {exc}") from None
         self._depth = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        # Called on every enqueue, so whoever publishes the outbox wakes up. Safe before the
+        # commit: the caller holds the event loop until its transaction ends.
+        self.on_enqueue: Callable[[], None] = lambda: None
 
     def _migrate(self) -> None:
         current = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -391,6 +394,7 @@ class Store:
             "INSERT INTO outbox(topic, payload, retain) VALUES (?,?,?)", (topic, payload, int(retain))
         )
         self._depth += 1
+        self.on_enqueue()
         if retain:
             if payload:
                 self._db.execute("INSERT OR REPLACE INTO retained VALUES (?,?)", (topic, payload))

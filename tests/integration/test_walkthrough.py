@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from tests.conftest import Rig
-from tests.harness import job, key_body
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Rig, make_rig
+from tests.harness import Broker, job, key_body
 
 PIN = "482913"
 
@@ -74,3 +78,18 @@ async def test_rejections_and_version_rule(rig: Rig) -> None:
     bad = await p.wait_for(lambda: p.acks().get(None))
     assert bad["result"] == "rejected" and bad["error"]["code"] == "malformed"
     assert len(bad["payload_sha256"]) == 64
+
+
+async def test_status_from_lock_io_is_published_without_another_message(
+    tmp_path: Path, broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No health ticks to flush the outbox by accident, and a lock slow enough that the outbox
+    # is drained long before the write is confirmed: only the write itself can wake the relay.
+    monkeypatch.setenv("LOCKGW_GATEWAY__HEALTH_INTERVAL_S", "3600")
+    locks = [{"id": "lock-101", "door_id": "101", "driver": "memory", "latency_s": 0.3}]
+    async with make_rig(tmp_path, broker, prefix, locks) as rig:
+        p = rig.portal
+        await p.publish(job("key.upsert", key_body("k-9", 1, ["101"], code=PIN)))
+        await p.wait_door("k-9", "101", "provisioned", timeout=8)
+        await p.publish(job("key.revoke", {"key_id": "k-9", "version": 2}))
+        await p.wait_for(lambda: p.retained.get(f"{p.gwroot}/keys/k-9") == b"", 8, "key status cleared")
