@@ -185,6 +185,8 @@ class LockDriver(ABC):
     """
 
     transport: str = "memory"
+    # The most events one read_events call can return: fewer means the lock has no more.
+    max_events_per_read: int = 255
 
     def __init__(self, lock_id: str) -> None:
         self.lock_id = lock_id

@@ -270,14 +270,16 @@ class LockWorker:
         info = self.state.info
         if info is None or not info.caps & Caps.EVENTS:
             return
+        batch = min(32, self.driver.max_events_per_read)
         for _ in range(16):  # bounded: at most 16 batches per visit
-            events = await self.driver.read_events(self.last_event_id, 32)
+            events = await self.driver.read_events(self.last_event_id, batch)
             for ev in events:
                 if await self.rec.publish_lock_event(self, ev):
                     self.state.info = None  # clock lost: re-read info and set the clock
                 self.last_event_id = max(self.last_event_id, ev.id)
-            self.rec.store.set_event_cursor(self.lock_id, self.last_event_id)
-            if len(events) < 32:
+            if events:
+                self.rec.store.set_event_cursor(self.lock_id, self.last_event_id)
+            if len(events) < batch:  # a short batch: the lock has nothing more
                 break
 
     # --- convergence ----------------------------------------------------------------------

@@ -48,6 +48,8 @@ class _AuthRequired(Exception):
 class LockLinkDriver(LockDriver):
     """One LockLink lock behind a FrameLink (serial bus address or BLE connection)."""
 
+    max_events_per_read = m.MAX_EVENTS  # what one answer frame holds
+
     def __init__(
         self,
         lock_id: str,

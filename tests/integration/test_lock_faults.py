@@ -188,3 +188,18 @@ async def test_silent_lock_on_shared_bus(tmp_path: Path, broker: Broker, prefix:
             await rig.wait_door(f"k-{n}", "102", "provisioned", 60)
         assert len(await rig.slots("lock-102")) == 4
         assert await rig.press("lock-102", "604604")
+
+
+async def test_event_backlog_is_read_in_one_visit(tmp_path: Path, broker: Broker, prefix: str) -> None:
+    """More events than one LockLink answer holds (18) are all read in the same visit."""
+
+    async def backlog(rig: SerialRig) -> None:
+        for _ in range(40):
+            assert not rig.model("lock-101").press_pin("0000")
+
+    # An hour between polls: only the first visit, at start, can read them.
+    async with serial_rig(tmp_path, broker, prefix, before=backlog,
+                          provisioning={"events_interval_s": 3600}) as rig:
+        await rig.portal.wait_for(
+            lambda: len(rig.events("access", lock_id="lock-101", result="denied")) >= 40, 30,
+            "40 denied access events")
