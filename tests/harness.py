@@ -34,9 +34,12 @@ def free_port() -> int:
 
 
 class Broker:
-    """A real Mosquitto on a free port with its own config and persistence directory."""
+    """A real Mosquitto on a free port with its own config and persistence directory.
 
-    def __init__(self, workdir: Path, *, persistence: bool = True) -> None:
+    `extra` is appended to its config (e.g. a second, TLS listener).
+    """
+
+    def __init__(self, workdir: Path, *, persistence: bool = True, extra: str = "") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.persistence = persistence
@@ -49,7 +52,7 @@ class Broker:
             f"persistence_location {workdir}/\nmax_queued_messages 100000\n"
             f"user {getpass.getuser()}\n"  # as root it would switch user and lose workdir access
             "autosave_interval 1\nautosave_on_changes true\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
+            f"log_dest file {workdir}/mosquitto.log\n{extra}"
         )
 
     def start(self) -> None:
