@@ -160,6 +160,18 @@ class BleSection(_Strict):
     max_connections_per_adapter: int = Field(default=3, ge=1, le=20)
     idle_disconnect_s: float = Field(default=30.0, gt=0)
     response_timeout_s: float = Field(default=2.0, gt=0)
+    # A lock keeps its connection slot at least this long before a waiting lock may take it.
+    # Default: half the response timeout, at most 1 s.
+    min_hold_s: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _hold_below_timeout(self) -> BleSection:
+        # A lock waits for a slot at most response_timeout_s: a longer hold would starve it.
+        if self.min_hold_s is None:
+            self.min_hold_s = min(1.0, self.response_timeout_s / 2)
+        elif self.min_hold_s >= self.response_timeout_s:
+            raise ValueError("min_hold_s must be less than response_timeout_s")
+        return self
 
 
 class SerialSection(_Strict):

@@ -491,7 +491,9 @@ def make_ble_drivers(locks: list[LockConfig], ble: BleSection) -> dict[str, Lock
         adapter = lock.adapter or ""
         pool = pools.get(adapter)
         if pool is None:
-            pool = pools[adapter] = SlotPool(adapter or "default", ble.max_connections_per_adapter)
+            pool = pools[adapter] = SlotPool(
+                adapter or "default", ble.max_connections_per_adapter, min_hold_s=ble.min_hold_s
+            )
         link = BleLink(address, adapter=lock.adapter, pool=pool, name=lock.id, lock_id=lock.id,
                        idle_disconnect_s=ble.idle_disconnect_s)  # fmt: skip
         key = lock.lock_key()

@@ -50,6 +50,11 @@ class LockLinkDriver(LockDriver):
 
     max_events_per_read = m.MAX_EVENTS  # what one answer frame holds
 
+    @property
+    def link(self) -> FrameLink:
+        """The transport this driver talks through."""
+        return self._link
+
     def __init__(
         self,
         lock_id: str,

@@ -70,3 +70,28 @@ def test_defaults_without_file() -> None:
     s = load_settings(None)
     assert s.mqtt.max_payload_bytes == 8 * 1024 * 1024 and s.provisioning.max_attempts == 5
     assert s.security.job_keys == {} and s.gateway.health_interval_s == 60
+
+
+def test_ble_min_hold_must_stay_below_the_response_timeout(tmp_path: Path) -> None:
+    msg = load(tmp_path, "[ble]\nresponse_timeout_s = 2.0\nmin_hold_s = 2.5\n")
+    assert "ble: min_hold_s must be less than response_timeout_s" in msg
+
+
+def test_ble_min_hold_reaches_the_slot_pool(tmp_path: Path) -> None:
+    from drivers.locklink.ble import BleLink, make_ble_drivers
+    from drivers.locklink.driver import LockLinkDriver
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[ble]\nmin_hold_s = 0.25\n[[locks]]\nid = "l1"\ndoor_id = "1"\ndriver = "ble"\n'
+                   'address = "C4:7C:8D:6A:12:34"\nkey = "00112233445566778899aabbccddeeff"\n')
+    settings = load_settings(cfg)
+    driver = make_ble_drivers(settings.locks, settings.ble)["l1"]
+    assert isinstance(driver, LockLinkDriver) and isinstance(driver.link, BleLink)
+    assert driver.link.pool.min_hold_s == 0.25
+
+
+def test_ble_min_hold_defaults_below_the_response_timeout() -> None:
+    from gateway.config import BleSection
+
+    assert BleSection().min_hold_s == 1.0
+    assert BleSection(response_timeout_s=1.0).min_hold_s == 0.5
