@@ -161,16 +161,7 @@ class MqttLink:
     async def _drain(self, client: aiomqtt.Client) -> None:
         """Publish the outbox in order, deleting each batch once the broker acknowledged it."""
         while batch := self.store.outbox_batch(OUTBOX_WINDOW):
-            pending = [
-                asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
-                for _seq, topic, payload, retain in batch
-            ]
-            try:
-                await asyncio.gather(*pending)
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                raise
+            await _publish_window(client, [(t, p, r) for _seq, t, p, r in batch])
             self.store.outbox_delete_upto(batch[-1][0])
             self.published += len(batch)
 
@@ -178,10 +169,23 @@ class MqttLink:
         await client.publish(self.topics.state, self.state_payload("online"), qos=1, retain=True)
         snapshot = self.store.retained_snapshot()
         for i in range(0, len(snapshot), OUTBOX_WINDOW):
-            await asyncio.gather(
-                *(client.publish(t, p, qos=1, retain=True) for t, p in snapshot[i : i + OUTBOX_WINDOW])
-            )
+            await _publish_window(client, [(t, p, True) for t, p in snapshot[i : i + OUTBOX_WINDOW]])
         log.info("republished %d retained topics", len(snapshot) + 1)
+
+
+async def _publish_window(client: aiomqtt.Client, messages: list[tuple[str, bytes, bool]]) -> None:
+    """Publish messages pipelined (QoS 1) and wait for every PUBACK; on any failure, drop the rest."""
+    # Tasks start in creation order and paho sends in call order: the broker sees them in order.
+    pending = [
+        asyncio.ensure_future(client.publish(topic, payload, qos=1, retain=retain))
+        for topic, payload, retain in messages
+    ]
+    try:
+        await asyncio.gather(*pending)
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        raise
 
 
 def _portal_online(payload: bytes) -> bool:
