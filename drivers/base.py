@@ -152,7 +152,8 @@ class SlotContent:
     ref: bytes = b"\0" * REF_LEN
     valid_from: int = 0
     valid_until: int = 0
-    digest: bytes = b"\0" * 8
+    # SHA-256(secret)[0:8]: a short PIN is recoverable from it, so it stays out of repr/logs.
+    digest: bytes = field(default=b"\0" * 8, repr=False)
 
     def matches(self, write: SlotWrite) -> bool:
         """True when this slot holds exactly `write` (ref, type, window and secret digest)."""
